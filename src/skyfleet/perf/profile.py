@@ -1,0 +1,269 @@
+"""Profiles: the perf model's parameters for (model, accelerator × N, engine settings).
+
+An engine iteration is modelled as
+
+    decode_step(B, C)  = decode_base_s + decode_per_seq_s · B + decode_per_ctx_token_s · C
+    prefill(n)         = prefill_base_s + prefill_per_token_s · n + prefill_quad_s · n²
+
+with B the running sequences and C the total context (tokens) they hold. Defaults come
+from a roofline (weights and KV read at an achieved fraction of HBM bandwidth, matmuls at
+an achieved fraction of peak FLOP/s, plus fixed per-step overheads); `fit` calibrates
+them from measured points and the result round-trips through YAML.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import yaml
+from pydantic import BaseModel, ConfigDict, Field
+
+from skyfleet.catalog import Accelerator, ModelSpec, get_accelerator, get_model
+from skyfleet.errors import ConfigError, DoesNotFitError, SkyfleetError
+
+GIB = 1024**3
+
+
+class EngineSettings(BaseModel):
+    """The serving engine's knobs that change capacity (vLLM names)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    gpu_memory_utilization: float = Field(default=0.9, gt=0, le=1)
+    max_num_seqs: int = Field(default=256, gt=0)
+    block_size: int = Field(default=16, gt=0)
+    max_num_batched_tokens: int = Field(default=8192, gt=0, description="prefill chunk budget")
+    activation_reserve_gib: float = Field(default=4.0, ge=0, description="per device")
+
+
+class Efficiency(BaseModel):
+    """Achieved fractions of the roofline and fixed overheads used for default profiles."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    bandwidth: float = Field(default=0.7, gt=0, le=1, description="achieved HBM fraction")
+    mfu_prefill: float = Field(default=0.45, gt=0, le=1)
+    mfu_decode: float = Field(default=0.25, gt=0, le=1)
+    step_overhead_s: float = Field(default=0.004, ge=0, description="scheduler + launch")
+    per_seq_overhead_s: float = Field(default=0.00005, ge=0, description="sampling etc.")
+    allreduce_latency_s: float = Field(default=0.00002, ge=0, description="per layer, TP>1")
+
+
+class Profile(BaseModel):
+    """Calibrated timing and capacity parameters of one engine deployment."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str
+    accelerator: str
+    tp: int = Field(default=1, gt=0)
+    engine: EngineSettings = EngineSettings()
+    prefill_base_s: float = Field(ge=0)
+    prefill_per_token_s: float = Field(ge=0)
+    prefill_quad_s: float = Field(default=0.0, ge=0)
+    decode_base_s: float = Field(gt=0)
+    decode_per_seq_s: float = Field(ge=0)
+    decode_per_ctx_token_s: float = Field(ge=0)
+    kv_capacity_tokens: int = Field(gt=0)
+    max_context: int = Field(gt=0)
+    source: str = "roofline"
+
+    # -- timing -------------------------------------------------------------------------
+    def prefill_time(self, n_tokens: float) -> float:
+        """Seconds to prefill `n_tokens` prompt tokens in one iteration."""
+        if n_tokens <= 0:
+            return 0.0
+        n = float(n_tokens)
+        return self.prefill_base_s + self.prefill_per_token_s * n + self.prefill_quad_s * n * n
+
+    def decode_step_time(self, batch: float, total_context: float) -> float:
+        """Seconds for one decode iteration of `batch` sequences holding `total_context` tokens."""
+        b = max(float(batch), 0.0)
+        c = max(float(total_context), 0.0)
+        return self.decode_base_s + self.decode_per_seq_s * b + self.decode_per_ctx_token_s * c
+
+    # -- capacity -----------------------------------------------------------------------
+    @property
+    def name(self) -> str:
+        """`MODEL@ACCEL` or `MODEL@ACCELxN`."""
+        return f"{self.model}@{self.accelerator}" + (f"x{self.tp}" if self.tp > 1 else "")
+
+    def max_concurrency(self, avg_context_tokens: float) -> int:
+        """Most sequences that fit at once, by KV cache and by `max_num_seqs`."""
+        blocks = math.ceil(max(avg_context_tokens, 1.0) / self.engine.block_size)
+        by_kv = self.kv_capacity_tokens // (blocks * self.engine.block_size)
+        return int(max(0, min(self.engine.max_num_seqs, by_kv)))
+
+    def max_output_tokens_per_s(self, avg_context_tokens: float) -> float:
+        """Decode throughput with the batch as full as memory allows."""
+        b = self.max_concurrency(avg_context_tokens)
+        if b == 0:
+            return 0.0
+        return b / self.decode_step_time(b, b * avg_context_tokens)
+
+    # -- persistence --------------------------------------------------------------------
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(self.to_yaml())
+
+    @classmethod
+    def load(cls, path: str | Path) -> Profile:
+        """Load a profile from YAML; errors name the file and the key."""
+        p = Path(path)
+        try:
+            data = yaml.safe_load(p.read_text())
+        except OSError as e:
+            raise ConfigError(f"{p}: cannot read profile: {e.strerror}") from e
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{p}: not valid YAML: {e}") from e
+        from pydantic import ValidationError
+
+        try:
+            return cls.model_validate(data)
+        except ValidationError as e:
+            err = e.errors()[0]
+            key = ".".join(str(x) for x in err["loc"])
+            raise ConfigError(f"{p}: key '{key}': {err['msg']}") from e
+
+
+def weight_bytes_per_device(model: ModelSpec, tp: int) -> float:
+    return model.weight_bytes / tp
+
+
+def kv_bytes_per_token_per_device(model: ModelSpec, tp: int) -> float:
+    """KV bytes one token costs on each device (KV heads split across TP ranks, or replicated)."""
+    return model.kv_bytes_per_token * max(1.0, model.kv_heads / tp) / model.kv_heads
+
+
+def kv_capacity_tokens(
+    model: ModelSpec, accel: Accelerator, tp: int, engine: EngineSettings
+) -> int:
+    """Tokens of KV cache left after weights and activations, or DoesNotFitError."""
+    usable = engine.gpu_memory_utilization * accel.memory_bytes
+    weights = weight_bytes_per_device(model, tp)
+    reserve = engine.activation_reserve_gib * GIB
+    free = usable - weights - reserve
+    per_token = kv_bytes_per_token_per_device(model, tp)
+    min_tokens = engine.block_size * 16
+    if free < per_token * min_tokens:
+        need_total = (weights + reserve + per_token * min_tokens) / engine.gpu_memory_utilization
+        raise DoesNotFitError(
+            f"{model.name} does not fit on {tp}× {accel.name}: it needs about "
+            f"{need_total / 1e9:.1f} GB per device (weights {weights / 1e9:.1f} GB + activations "
+            f"{reserve / 1e9:.1f} GB + a minimal KV cache) at gpu_memory_utilization="
+            f"{engine.gpu_memory_utilization}, but each device has {accel.memory_gb:g} GB; "
+            f"try more devices (tensor parallel) or a larger accelerator"
+        )
+    return int(free // per_token)
+
+
+def default_profile(
+    model: ModelSpec | str,
+    accelerator: Accelerator | str,
+    tp: int = 1,
+    engine: EngineSettings | None = None,
+    efficiency: Efficiency | None = None,
+) -> Profile:
+    """A profile from the roofline with efficiency factors (no measurement needed)."""
+    m = get_model(model) if isinstance(model, str) else model
+    a = get_accelerator(accelerator) if isinstance(accelerator, str) else accelerator
+    eng = engine or EngineSettings()
+    eff = efficiency or Efficiency()
+    bw = eff.bandwidth * a.mem_bw_gbps * 1e9
+    flops = a.flops(m.weight_dtype)
+    comm = eff.allreduce_latency_s * m.layers * 2 if tp > 1 else 0.0
+    flops_per_token = 2.0 * m.active_params / tp
+    # Attention score/value matmuls: ~2·2·layers·hidden FLOPs per (query, key) pair, causal half.
+    attn_flops_per_pair = 2.0 * m.layers * m.heads * m.head_dim / tp
+    return Profile(
+        model=m.name,
+        accelerator=a.name,
+        tp=tp,
+        engine=eng,
+        prefill_base_s=eff.step_overhead_s + comm,
+        prefill_per_token_s=flops_per_token / (eff.mfu_prefill * flops),
+        prefill_quad_s=attn_flops_per_pair / (eff.mfu_prefill * flops),
+        decode_base_s=eff.step_overhead_s + comm + weight_bytes_per_device(m, tp) / bw,
+        decode_per_seq_s=eff.per_seq_overhead_s + flops_per_token / (eff.mfu_decode * flops),
+        decode_per_ctx_token_s=kv_bytes_per_token_per_device(m, tp) / bw,
+        kv_capacity_tokens=kv_capacity_tokens(m, a, tp, eng),
+        max_context=m.max_context,
+        source="roofline",
+    )
+
+
+_SPEC = re.compile(r"^(?P<model>[^@]+)@(?P<accel>.+?)(?:x(?P<tp>\d+))?$")
+
+
+def parse_profile_spec(spec: str, engine: EngineSettings | None = None) -> Profile:
+    """`MODEL@ACCEL[xN]` → default profile, or a path to a profile YAML file."""
+    if spec.endswith((".yaml", ".yml")) or Path(spec).is_file():
+        return Profile.load(spec)
+    m = _SPEC.match(spec.strip())
+    if not m:
+        raise SkyfleetError(
+            f"profile {spec!r} is not MODEL@ACCELERATOR[xN] (e.g. Llama-3.1-8B@H100-SXM-80GB"
+            " or Llama-3.1-70B@H100-SXM-80GBx4) nor a profile YAML file"
+        )
+    return default_profile(m["model"], m["accel"], int(m["tp"] or 1), engine)
+
+
+# -- fitting ------------------------------------------------------------------------------
+class DecodePoint(BaseModel):
+    """One measured decode step: batch, total context, seconds."""
+
+    batch: float
+    context: float
+    seconds: float
+
+
+class PrefillPoint(BaseModel):
+    """One measured prefill: prompt tokens, seconds."""
+
+    tokens: float
+    seconds: float
+
+
+def _nnls(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    from scipy.optimize import nnls
+
+    x, _ = nnls(a, b)
+    return np.asarray(x, dtype=float)
+
+
+def fit_profile(
+    base: Profile,
+    decode: Sequence[DecodePoint] = (),
+    prefill: Sequence[PrefillPoint] = (),
+    source: str = "fitted",
+) -> Profile:
+    """Calibrate a profile's timing to measured points (non-negative least squares).
+
+    Decode needs ≥ 3 points with varying batch and context; prefill ≥ 2 (≥ 3 to fit the
+    quadratic term). Parameters without enough points keep the base values.
+    """
+    upd: dict[str, float] = {}
+    if len(decode) >= 3:
+        a = np.array([[1.0, p.batch, p.context] for p in decode])
+        y = np.array([p.seconds for p in decode])
+        # Scale columns so NNLS treats them evenly.
+        scale = np.maximum(np.abs(a).max(axis=0), 1e-12)
+        x = _nnls(a / scale, y) / scale
+        if x[0] > 0:
+            upd |= {"decode_base_s": x[0], "decode_per_seq_s": x[1], "decode_per_ctx_token_s": x[2]}
+    if len(prefill) >= 2:
+        quad = len(prefill) >= 3
+        a = np.array([[1.0, p.tokens] + ([p.tokens**2] if quad else []) for p in prefill])
+        y = np.array([p.seconds for p in prefill])
+        scale = np.maximum(np.abs(a).max(axis=0), 1e-12)
+        x = _nnls(a / scale, y) / scale
+        upd |= {"prefill_base_s": x[0], "prefill_per_token_s": x[1]}
+        if quad:
+            upd["prefill_quad_s"] = x[2]
+    return base.model_copy(update={**upd, "source": source})
