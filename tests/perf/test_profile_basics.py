@@ -43,3 +43,25 @@ def test_more_devices_more_capacity() -> None:
     tp4 = max_rate_at_slo(parse_profile_spec("Llama-3.1-70B@H100x4"), sizes, 1.0, 0.05)
     tp8 = max_rate_at_slo(parse_profile_spec("Llama-3.1-70B@H100x8"), sizes, 1.0, 0.05)
     assert 0 < tp4 < tp8
+
+
+def test_every_catalog_pair_builds_or_says_it_does_not_fit() -> None:
+    """Every model × accelerator × TP gives a usable profile or a DoesNotFitError."""
+    import math
+
+    from skyfleet.catalog import accelerators, models
+    from skyfleet.perf import steady_state
+
+    built = 0
+    for m in models():
+        for a in accelerators():
+            for tp in (1, 2, 4, 8):
+                try:
+                    p = default_profile(m, a, tp)
+                except DoesNotFitError:
+                    continue
+                built += 1
+                assert p.kv_capacity_tokens > 0
+                s = steady_state(p, 0.01, RequestSizes(200, 50))
+                assert s.stable and math.isfinite(s.ttft_p) and s.ttft_p >= s.ttft_mean * 0.5
+    assert built > 100

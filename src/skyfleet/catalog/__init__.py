@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from skyfleet.errors import UnknownNameError
 
 DTYPE_BYTES: dict[str, float] = {"fp32": 4.0, "bf16": 2.0, "fp16": 2.0, "fp8": 1.0, "int8": 1.0}
+GIB = 1024**3
 
 
 class ModelSpec(BaseModel):
@@ -29,7 +30,11 @@ class ModelSpec(BaseModel):
     head_dim: int = Field(gt=0)
     vocab: int = Field(gt=0)
     max_context: int = Field(gt=0)
+    tied_embeddings: bool = Field(default=False, description="LM head shares the embedding")
     weight_dtype: Literal["bf16", "fp16", "fp8", "int8"] = "bf16"
+    bf16_params_b: float | None = Field(
+        default=None, ge=0, description="parameters a quantised checkpoint keeps in BF16"
+    )
     kv_dtype: Literal["bf16", "fp16", "fp8"] = "bf16"
     source: str
 
@@ -39,9 +44,25 @@ class ModelSpec(BaseModel):
         return (self.active_params_b or self.params_b) * 1e9
 
     @property
+    def embedding_params(self) -> float:
+        """Parameters of the token embedding plus the LM head (once when tied)."""
+        return self.vocab * self.hidden * (1.0 if self.tied_embeddings else 2.0)
+
+    @property
+    def unquantized_params(self) -> float:
+        """Parameters stored at 16 bits: all of them, or what a quantised checkpoint keeps."""
+        if DTYPE_BYTES[self.weight_dtype] >= 2.0:
+            return self.params_b * 1e9
+        if self.bf16_params_b is not None:
+            return self.bf16_params_b * 1e9
+        return min(self.embedding_params, self.params_b * 1e9)
+
+    @property
     def weight_bytes(self) -> float:
-        """Bytes of all weights."""
-        return self.params_b * 1e9 * DTYPE_BYTES[self.weight_dtype]
+        """Bytes of all weights (16-bit parts of a quantised checkpoint counted at 2 bytes)."""
+        total = self.params_b * 1e9
+        hi = self.unquantized_params
+        return hi * DTYPE_BYTES["bf16"] + (total - hi) * DTYPE_BYTES[self.weight_dtype]
 
     @property
     def kv_bytes_per_token(self) -> float:
@@ -56,21 +77,36 @@ class Accelerator(BaseModel):
 
     name: str
     vendor: str
-    memory_gb: float = Field(gt=0)
+    memory_gb: float = Field(gt=0, description="marketed memory, GB")
+    memory_gib: float | None = Field(
+        default=None, gt=0, description="total memory as the runtime reports it, GiB"
+    )
     mem_bw_gbps: float = Field(gt=0)
     bf16_tflops: float = Field(gt=0)
     fp8_tflops: float | None = None
+    fp8_supported: bool = False
+    int8_tops: float | None = None
     interconnect_gbps: float = Field(gt=0)
     source: str
 
     @property
     def memory_bytes(self) -> float:
+        """Device memory the engine sizes itself against (runtime-reported where known)."""
+        if self.memory_gib is not None:
+            return self.memory_gib * GIB
         return self.memory_gb * 1e9
 
     def flops(self, dtype: str) -> float:
-        """Dense FLOP/s for a weight dtype (8-bit falls back to BF16 where unsupported)."""
-        if dtype in ("fp8", "int8") and self.fp8_tflops:
+        """Dense FLOP/s for a weight dtype.
+
+        FP8 uses FP8 tensor cores where the device has them and INT8 the INT8 rate where
+        listed; otherwise 8-bit weights are dequantised and multiplied at the BF16 rate
+        (weight-only, e.g. FP8 through Marlin kernels on A100).
+        """
+        if dtype == "fp8" and self.fp8_supported and self.fp8_tflops:
             return self.fp8_tflops * 1e12
+        if dtype == "int8" and self.int8_tops:
+            return self.int8_tops * 1e12
         return self.bf16_tflops * 1e12
 
 
@@ -114,5 +150,11 @@ def get_model(name: str) -> ModelSpec:
 def get_accelerator(name: str) -> Accelerator:
     """An accelerator by name (case-insensitive); `H100` is short for `H100-SXM-80GB`."""
     table = accelerators()
-    aliases = {"h100": "H100-SXM-80GB", "a100": "A100-80GB", "tpu-v5e": "TPU-v5e"}
+    aliases = {
+        "h100": "H100-SXM-80GB",
+        "h100-80gb": "H100-SXM-80GB",
+        "a100": "A100-80GB",
+        "h200-141gb": "H200",
+        "b200-180gb": "B200",
+    }
     return table[_lookup("accelerator", table, aliases.get(name.lower(), name))]

@@ -5,9 +5,11 @@ from skyfleet.perf.capacity import (
     SteadyState,
     max_rate_at_slo,
     max_throughput,
+    rate_at_concurrency,
     steady_state,
 )
 from skyfleet.perf.profile import (
+    EFFICIENCY_PRESETS,
     DecodePoint,
     Efficiency,
     EngineSettings,
@@ -22,6 +24,7 @@ from skyfleet.perf.profile import (
 )
 
 __all__ = [
+    "EFFICIENCY_PRESETS",
     "DecodePoint",
     "Efficiency",
     "EngineSettings",
@@ -36,6 +39,7 @@ __all__ = [
     "max_rate_at_slo",
     "max_throughput",
     "parse_profile_spec",
+    "rate_at_concurrency",
     "steady_state",
     "weight_bytes_per_device",
 ]

@@ -1,16 +1,33 @@
 """Steady-state behaviour of one replica under a request rate, and its capacity at an SLO.
 
-A replica runs continuous batching. At arrival rate λ with mean prompt I and output O:
+The replica is an iteration-level (continuous-batching) scheduler — the one the emulator
+runs (skyfleet.emulator.engine) and `Profile.iteration_time` times: a request that arrives
+waits for the current iteration to end; the next iteration first prefills the admitted
+prompts one after another (FIFO, each `prefill_time(prompt)`; a prompt's first token comes
+when its own prefill ends), then runs one decode step for the sequences already decoding.
+With Poisson arrivals at rate λ, mean prompt I and output O (the first token comes from the
+prefill), P = prefill_time(I) and d₁ = decode_per_seq + decode_per_ctx_token·avg_context:
 
-- prefill takes a share ρ = λ·prefill(I) of the engine's time, so each decode step is
-  stretched: TPOT = decode_step(B, B·(I + O/2)) / (1 − ρ);
-- by Little's law the running batch is B = λ·(TTFT + (O − 1)·TPOT), solved as a fixed point;
-- TTFT = prefill(I) + half a step of residual + queueing for the prefill "server", whose
-  waiting time has an exponential tail (M/G/1 heavy-traffic form) used for percentiles.
+- iteration length T (time average): E[T] = (q·decode_base + d₁·B) / (1 − λP), where
+  B = λ(O−1)·TPOT is the decode batch (Little's law) and q = 1 − e^(−B) the chance it is
+  non-empty; every iteration also prefills the λ·E[T] requests that arrived during the
+  previous one — prefill stretching decode;
+- TPOT (what a decoding sequence sees): TPOT = (decode_base + d₁)/(1 − λP − λ(O−1)d₁)
+  plus, spread over its O−1 tokens, the rest of the iteration it was admitted in;
+- Var[T] from the Poisson number of admissions (fed back through the previous iteration's
+  length) and the decode batch (≈ Poisson): Var = (P²λE[T] + d₁²B + d₀²q(1−q)) / (1 − λ²P²);
+  the residual an arrival waits is R = E[T²]/(2E[T]);
+- TTFT = p_idle·P + (1 − p_idle)·(R + P·(1 + λR)): the residual, the prefills of the
+  λR requests that arrived before it in the same window, then its own. p_idle = e^(−λ·E2E)
+  is the chance the engine is idle (no request in the system), when it starts at once;
+- the TTFT percentile comes from the same mixture, with T's distribution taken as
+  decode + P·Poisson(λE[T]) and the arrival uniform in a length-biased iteration.
 
-The rate is feasible while B fits the KV cache and `max_num_seqs`, ρ < 1 and the fixed
-point converges. Capacity at an SLO is the largest feasible λ meeting both SLOs, found by
-bisection (feasibility is monotone in λ, so capacity is monotone in the SLO).
+The rate is feasible while λP + λ(O−1)d₁ < 1 and the running sequences fit the KV cache and
+`max_num_seqs`. Capacity at an SLO is the largest feasible λ meeting both SLOs, found by
+bisection. Not modelled: queueing for KV space near that limit (within ~5% of saturation
+TTFT is underestimated), chunked prefill of prompts beyond `max_num_batched_tokens`,
+preemption. See docs/perf.md.
 """
 
 from __future__ import annotations
@@ -18,25 +35,38 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
+
 from skyfleet.perf.profile import Profile
 
 
 @dataclass(frozen=True)
 class RequestSizes:
-    """Mean prompt and output lengths, in tokens."""
+    """Mean prompt and output lengths, in tokens.
+
+    `output_scv` is the squared coefficient of variation of the output length: 0 for fixed
+    lengths (the default), 1 for exponential-like ones (≈0.43 for the emulator's log-normal
+    with σ = 0.6). Longer outputs stay longer, so a running sequence holds on average
+    I + O·(1 + scv)/2 tokens; near the concurrency limit it also sets the KV-slot wait.
+    """
 
     input_tokens: float
     output_tokens: float
+    output_scv: float = 0.0
 
     @property
     def avg_context(self) -> float:
-        """Mean KV footprint of a running sequence (output grows from 0 to O)."""
-        return self.input_tokens + self.output_tokens / 2.0
+        """Mean KV footprint of a running sequence (its output grows from 0 to O)."""
+        return self.input_tokens + self.output_tokens * (1.0 + self.output_scv) / 2.0
 
 
 @dataclass(frozen=True)
 class SteadyState:
-    """Predicted means (and a TTFT percentile) at one arrival rate; `stable` False = overload."""
+    """Predicted means (and a TTFT percentile) at one arrival rate; `stable` False = overload.
+
+    `batch` is the mean number of running sequences (admitted, holding KV); `prefill_share`
+    the fraction of engine time spent on prefill.
+    """
 
     rate: float
     stable: bool
@@ -49,55 +79,166 @@ class SteadyState:
     output_tokens_per_s: float
 
 
-def _ttft_quantile(service: float, rho: float, p: float) -> float:
-    """Waiting-time quantile of a queue with exponential tail P(W>t) = ρ·exp(−t(1−ρ)/(s·(1+ρ)/2)).
+@dataclass(frozen=True)
+class _Iter:
+    """Solved iteration-level quantities at one rate."""
 
-    Matches the M/D/1 mean wait ρs/(2(1−ρ)) in the mean and gives the usual heavy tail.
-    """
-    if rho <= 0:
-        return 0.0
-    tail = 1.0 - p
-    if rho <= tail:
-        return 0.0
-    scale = service * (1 + rho) / 2.0 / (1.0 - rho)
-    return scale * math.log(rho / tail)
+    tpot: float
+    t_mean: float
+    t_second: float
+    decode_mean: float
+    prefill: float
+    rate: float
+
+
+def _solve(profile: Profile, rate: float, sizes: RequestSizes) -> _Iter | None:
+    """Fixed point of the iteration model, or None when the rate is past saturation."""
+    o = max(sizes.output_tokens, 1.0)
+    pre = profile.prefill_time(sizes.input_tokens)
+    d0 = profile.decode_base_s
+    d1 = profile.decode_per_seq_s + profile.decode_per_ctx_token_s * sizes.avg_context
+    kappa_all = 1.0 - rate * pre
+    kappa_dec = kappa_all - rate * (o - 1.0) * d1
+    if kappa_dec <= 0.0:
+        return None
+    step = (d0 + d1) / kappa_dec
+    b_dec = rate * (o - 1.0) * step
+    q = -math.expm1(-b_dec)
+    # Iterations while sequences are decoding (the ones an arrival mostly lands in): the
+    # decode step at the batch given that it is non-empty, plus the admissions' prefills.
+    d_busy = d0 + d1 * b_dec / max(q, 1e-12)
+    t_mean = d_busy / kappa_all
+    var_dec = d1 * d1 * b_dec
+    var_t = (pre * pre * rate * t_mean + var_dec) / (1.0 - (rate * pre) ** 2)
+    t_second = var_t + t_mean * t_mean
+    # The iteration a sequence is admitted in: after its prefill come the prefills of those
+    # admitted behind it and the decode step; spread over its O − 1 later tokens.
+    residual = t_second / (2.0 * t_mean)
+    rest = q * d0 + d1 * b_dec + pre * rate * residual
+    tpot = step + (rest / (o - 1.0) if o > 1.0 else 0.0)
+    return _Iter(
+        tpot=tpot,
+        t_mean=t_mean,
+        t_second=t_second,
+        decode_mean=d_busy,
+        prefill=pre,
+        rate=rate,
+    )
+
+
+def _ttft_quantile(it: _Iter, p_idle: float, p: float) -> float:
+    """TTFT quantile of the idle/busy mixture described in the module docstring."""
+    lam, pre, dec = it.rate, it.prefill, it.decode_mean
+    # Admissions per iteration form a Markov chain: k' ~ Poisson(λ·(decode + P·k)).
+    m = lam * it.t_mean
+    kmax = int(m + 10.0 * math.sqrt(m) + 10.0)
+    k = np.arange(kmax + 1, dtype=float)
+    w = np.maximum(dec + pre * k, 1e-12)  # iteration length after k admissions
+    trans = _poisson_pmf(k[None, :], lam * w[:, None])
+    trans /= trans.sum(axis=1, keepdims=True)
+    dist = _poisson_pmf(k, m)
+    dist /= dist.sum()
+    for _ in range(200):
+        nxt = dist @ trans
+        if float(np.abs(nxt - dist).sum()) < 1e-10:
+            dist = nxt
+            break
+        dist = nxt
+    wk = w * dist
+    wk /= wk.sum()  # length-biased: the iteration an arrival lands in
+    # Arriving a fraction u into it: wait (1 − u)·W, then J ~ Poisson(λuW) prefills of
+    # those that came before it in that iteration, then its own.
+    u = (np.arange(16) + 0.5) / 16.0
+    jmax = int(lam * w.max() + 8.0 * math.sqrt(lam * w.max()) + 8.0)
+    j = np.arange(jmax + 1, dtype=float)
+    mean_j = lam * u[None, :, None] * w[:, None, None]
+    pj = _poisson_pmf(j[None, None, :], mean_j)
+    weights = ((wk[:, None, None] / len(u)) * pj).ravel()
+    times = ((1.0 - u[None, :, None]) * w[:, None, None] + pre * (1.0 + j[None, None, :])).ravel()
+    keep = weights > weights.max() * 1e-12  # drop negligible mass before sorting
+    times, weights = times[keep], weights[keep]
+    order = np.argsort(times)
+    times, cum = times[order], np.cumsum(weights[order])
+    total = float(cum[-1])
+    target_busy = p  # solve p_idle·1[t ≥ P] + (1 − p_idle)·F_busy(t) = p
+    if p_idle > 0.0:
+        # Below P only the busy part counts; at or above P the idle mass is added.
+        below = (1.0 - p_idle) * float(np.interp(pre, times, cum, left=0.0)) / total
+        if below < p:
+            target_busy = (p - p_idle) / (1.0 - p_idle) if p > p_idle else 0.0
+            at = max(target_busy, 0.0) * total
+            idx = int(np.searchsorted(cum, at))
+            return max(pre, float(times[min(idx, len(times) - 1)]))
+        target_busy = p / (1.0 - p_idle)
+    idx = int(np.searchsorted(cum, target_busy * total))
+    return float(times[min(idx, len(times) - 1)])
+
+
+def _erlang_c(servers: int, load: float) -> float:
+    """Probability that an arrival waits in an M/M/c queue with offered load `load` < c."""
+    if load <= 0.0 or load + 9.0 * math.sqrt(load) < servers:
+        return 0.0  # a Poisson number of busy slots this far below c never fills them
+    # Erlang B by its stable recursion, then C = B / (1 − ρ(1 − B)).
+    b = 1.0
+    for n in range(1, servers + 1):
+        b = load * b / (n + load * b)
+    rho = load / servers
+    return b / (1.0 - rho * (1.0 - b))
+
+
+def _poisson_pmf(k: np.ndarray, mean: np.ndarray | float) -> np.ndarray:
+    from scipy.special import gammaln
+
+    mu = np.maximum(np.asarray(mean, dtype=float), 1e-300)
+    out: np.ndarray = np.exp(k * np.log(mu) - mu - gammaln(k + 1.0))
+    return out
 
 
 def steady_state(
     profile: Profile, rate: float, sizes: RequestSizes, percentile: float = 0.99
 ) -> SteadyState:
-    """Predict one replica's steady state at `rate` requests/s."""
-    i, o = sizes.input_tokens, max(sizes.output_tokens, 1.0)
-    pre = profile.prefill_time(i)
-    rho = rate * pre
+    """Predict one replica's steady state at `rate` requests/s (Poisson arrivals)."""
+    o = max(sizes.output_tokens, 1.0)
+    alone = profile.prefill_time(sizes.input_tokens)
     max_b = profile.max_concurrency(sizes.avg_context)
-    unstable = SteadyState(
-        rate, False, float(max_b), rho, math.inf, math.inf, math.inf, math.inf, 0
-    )
     if rate <= 0:
-        step = profile.decode_step_time(1, sizes.avg_context)
-        return SteadyState(0.0, True, 0.0, 0.0, pre + step / 2, pre + step / 2, step, 0.0, 0.0)
-    if rho >= 1.0 or max_b == 0:
+        tpot = profile.decode_step_time(1, sizes.avg_context)
+        e2e = alone + (o - 1.0) * tpot
+        return SteadyState(0.0, True, 0.0, 0.0, alone, alone, tpot, e2e, 0.0)
+    unstable = SteadyState(
+        rate, False, float(max_b), 1.0, math.inf, math.inf, math.inf, math.inf, 0.0
+    )
+    if max_b == 0:
         return unstable
-    b = 1.0
-    tpot = ttft = 0.0
-    for _ in range(200):
-        step = profile.decode_step_time(b, b * sizes.avg_context)
-        tpot = step / (1.0 - rho)
-        wait_mean = rho * pre * (1 + rho) / 2.0 / (1.0 - rho) / 1.0
-        ttft = pre + step / 2.0 + wait_mean
-        b_new = rate * (ttft + (o - 1.0) * tpot)
-        if b_new > max_b:
-            return unstable
-        if abs(b_new - b) < 1e-6 * max(1.0, b):
-            b = b_new
+    it = _solve(profile, rate, sizes)
+    if it is None:
+        return unstable
+    residual = it.t_second / (2.0 * it.t_mean)
+    busy_ttft = residual + alone * (1.0 + rate * residual)
+    ttft = busy_ttft
+    p_idle = 0.0
+    for _ in range(50):
+        p_idle = math.exp(-rate * (ttft + (o - 1.0) * it.tpot))
+        new = p_idle * alone + (1.0 - p_idle) * busy_ttft
+        done = abs(new - ttft) <= 1e-12 + 1e-9 * ttft
+        ttft = new
+        if done:
             break
-        b = b_new
-    else:
+    running = rate * (ttft - (1.0 - p_idle) * residual + (o - 1.0) * it.tpot)
+    if running >= max_b:
         return unstable
-    ttft_p = pre + step / 2.0 + _ttft_quantile(pre, rho, percentile)
-    e2e = ttft + (o - 1.0) * tpot
-    return SteadyState(rate, True, b, rho, ttft, ttft_p, tpot, e2e, rate * o)
+    # Queueing for a KV slot: M/G/c with c = max concurrency (Erlang C, Allen–Cunneen).
+    hold = running / rate
+    wait_prob = _erlang_c(max_b, running)
+    wait_scale = hold / (max_b - running) * (1.0 + sizes.output_scv) / 2.0
+    ttft += wait_prob * wait_scale
+    e2e = ttft + (o - 1.0) * it.tpot
+    ttft_p = _ttft_quantile(it, p_idle, percentile)
+    tail = 1.0 - percentile
+    if wait_prob > tail > 0.0:
+        ttft_p += wait_scale * math.log(wait_prob / tail)
+    share = min(1.0, rate * alone)
+    return SteadyState(rate, True, running, share, ttft, ttft_p, it.tpot, e2e, rate * o)
 
 
 def max_rate_at_slo(
@@ -118,7 +259,10 @@ def max_rate_at_slo(
 
     if not ok(1e-9):
         return 0.0
-    hi = 1.0 / max(profile.prefill_time(sizes.input_tokens), 1e-9)
+    o = max(sizes.output_tokens, 1.0)
+    pre = profile.prefill_time(sizes.input_tokens)
+    d1 = profile.decode_per_seq_s + profile.decode_per_ctx_token_s * sizes.avg_context
+    hi = 1.0 / max(pre + (o - 1.0) * d1, 1e-12)
     lo = 0.0
     for _ in range(60):
         mid = (lo + hi) / 2.0
@@ -126,7 +270,7 @@ def max_rate_at_slo(
             lo = mid
         else:
             hi = mid
-        if hi - lo < 1e-6 * max(hi, 1e-9):
+        if hi - lo < 1e-4 * max(hi, 1e-9):
             break
     return lo
 
@@ -134,3 +278,27 @@ def max_rate_at_slo(
 def max_throughput(profile: Profile, sizes: RequestSizes) -> float:
     """Highest stable request rate with no SLO (the saturation point)."""
     return max_rate_at_slo(profile, sizes, math.inf, math.inf)
+
+
+def rate_at_concurrency(profile: Profile, sizes: RequestSizes, users: float) -> SteadyState:
+    """Steady state of a closed loop of `users` clients (each sends again on completion).
+
+    Solved as the open-loop rate whose requests in the system, λ·E2E, equal `users` (or the
+    saturation point when `users` exceeds what the engine can hold).
+    """
+    lo, hi = 0.0, max_throughput(profile, sizes)
+    if hi <= 0.0:
+        return steady_state(profile, 0.0, sizes)
+    top = steady_state(profile, hi, sizes)
+    if top.stable and top.rate * top.e2e_mean <= users:
+        return top
+    for _ in range(60):
+        mid = (lo + hi) / 2.0
+        s = steady_state(profile, mid, sizes)
+        if s.stable and mid * s.e2e_mean <= users:
+            lo = mid
+        else:
+            hi = mid
+        if hi - lo < 1e-6 * max(hi, 1e-9):
+            break
+    return steady_state(profile, lo, sizes)

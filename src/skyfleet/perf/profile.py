@@ -5,10 +5,13 @@ An engine iteration is modelled as
     decode_step(B, C)  = decode_base_s + decode_per_seq_s · B + decode_per_ctx_token_s · C
     prefill(n)         = prefill_base_s + prefill_per_token_s · n + prefill_quad_s · n²
 
-with B the running sequences and C the total context (tokens) they hold. Defaults come
-from a roofline (weights and KV read at an achieved fraction of HBM bandwidth, matmuls at
-an achieved fraction of peak FLOP/s, plus fixed per-step overheads); `fit` calibrates
-them from measured points and the result round-trips through YAML.
+with B the decoding sequences and C the total context (tokens) they hold; one scheduler
+iteration is `Profile.iteration_time` = Σ prefill(prompt admitted) + decode_step(B, C).
+Defaults come from a roofline (weights and KV read at an achieved fraction of HBM
+bandwidth, matmuls at an achieved fraction of peak FLOP/s, plus fixed overheads) with the
+efficiency factors of a named engine preset (`EFFICIENCY_PRESETS`: vllm-2025 by default,
+trtllm-2025, splitwise-2023); `fit_profile` calibrates them from measured points and the
+result round-trips through YAML. docs/perf.md has the formulas and their validation.
 """
 
 from __future__ import annotations
@@ -37,20 +40,85 @@ class EngineSettings(BaseModel):
     max_num_seqs: int = Field(default=256, gt=0)
     block_size: int = Field(default=16, gt=0)
     max_num_batched_tokens: int = Field(default=8192, gt=0, description="prefill chunk budget")
-    activation_reserve_gib: float = Field(default=4.0, ge=0, description="per device")
+    activation_reserve_gib: float = Field(
+        default=3.0, ge=0, description="per device: activations, CUDA graphs, NCCL"
+    )
 
 
 class Efficiency(BaseModel):
-    """Achieved fractions of the roofline and fixed overheads used for default profiles."""
+    """Achieved fractions of the roofline and fixed overheads used for default profiles.
+
+    The defaults are the `vllm-2025` preset; `Efficiency.preset(name)` gives the others
+    (see `EFFICIENCY_PRESETS` and docs/perf.md for what each was checked against).
+    """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    bandwidth: float = Field(default=0.7, gt=0, le=1, description="achieved HBM fraction")
-    mfu_prefill: float = Field(default=0.45, gt=0, le=1)
-    mfu_decode: float = Field(default=0.25, gt=0, le=1)
-    step_overhead_s: float = Field(default=0.004, ge=0, description="scheduler + launch")
-    per_seq_overhead_s: float = Field(default=0.00005, ge=0, description="sampling etc.")
-    allreduce_latency_s: float = Field(default=0.00002, ge=0, description="per layer, TP>1")
+    bandwidth: float = Field(default=0.85, gt=0, le=1, description="achieved HBM fraction")
+    mfu_prefill: float = Field(default=0.6, gt=0, le=1)
+    mfu_decode: float = Field(default=0.75, gt=0, le=1)
+    step_overhead_s: float = Field(default=0.0015, ge=0, description="scheduler + launch")
+    per_seq_overhead_s: float = Field(default=0.000003, ge=0, description="sampling etc.")
+    allreduce_latency_s: float = Field(default=0.00004, ge=0, description="per layer, TP>1")
+    mfu_attention: float | None = Field(
+        default=None, gt=0, le=1, description="prefill attention (n²) MFU; None = mfu_prefill"
+    )
+    allreduce_per_peer_s: float = Field(
+        default=0.0, ge=0, description="extra latency per all-reduce per TP peer (ring)"
+    )
+    interconnect: float = Field(
+        default=0.7, gt=0, le=1, description="achieved fraction of interconnect bandwidth"
+    )
+    prefill_weight_read: float = Field(
+        default=0.0,
+        ge=0,
+        le=1,
+        description="share of a full weight read charged to each prefill (1 = prefill runs "
+        "in its own forward pass, as in vLLM V0; 0 = it shares the decode step's)",
+    )
+
+    @classmethod
+    def preset(cls, name: str) -> Efficiency:
+        """A named engine-stack preset, or SkyfleetError listing the known ones."""
+        key = name.strip().lower()
+        if key not in EFFICIENCY_PRESETS:
+            raise SkyfleetError(
+                f"unknown efficiency preset {name!r}; known presets: "
+                + ", ".join(sorted(EFFICIENCY_PRESETS))
+            )
+        return EFFICIENCY_PRESETS[key]
+
+
+DEFAULT_PRESET = "vllm-2025"
+
+#: Engine-stack presets. Each was checked against published measurements of that stack
+#: (tests/perf/published.yaml): see docs/perf.md for the comparison and tolerances.
+EFFICIENCY_PRESETS: dict[str, Efficiency] = {
+    # vLLM V1 with CUDA graphs and FlashAttention (2025): the default.
+    "vllm-2025": Efficiency(),
+    # TensorRT-LLM / NIM (2025): close to the roofline.
+    "trtllm-2025": Efficiency(
+        bandwidth=0.88,
+        mfu_prefill=0.55,
+        mfu_decode=0.8,
+        step_overhead_s=0.001,
+        per_seq_overhead_s=0.000003,
+        allreduce_latency_s=0.00004,
+    ),
+    # The 2023 stack behind Splitwise's perf_model.csv (ISCA'24): 2-4x slower than the
+    # roofline, dominated by per-step overheads, with slow (non-flash) prefill attention.
+    "splitwise-2023": Efficiency(
+        bandwidth=0.55,
+        mfu_prefill=0.7,
+        mfu_decode=0.3,
+        step_overhead_s=0.0005,
+        per_seq_overhead_s=0.00015,
+        allreduce_latency_s=0.0,
+        allreduce_per_peer_s=0.000023,
+        mfu_attention=0.045,
+        prefill_weight_read=1.0,
+    ),
+}
 
 
 class Profile(BaseModel):
@@ -79,6 +147,23 @@ class Profile(BaseModel):
             return 0.0
         n = float(n_tokens)
         return self.prefill_base_s + self.prefill_per_token_s * n + self.prefill_quad_s * n * n
+
+    def prefill_batch_time(self, prompt_tokens: Sequence[float]) -> float:
+        """Seconds to prefill several prompts in one iteration, one after another."""
+        return sum(self.prefill_time(n) for n in prompt_tokens)
+
+    def iteration_time(
+        self, batch: float, total_context: float, prompt_tokens: Sequence[float] = ()
+    ) -> float:
+        """One continuous-batching iteration: prefill the prompts admitted this iteration
+        (each its own `prefill_time`), then one decode step for the `batch` sequences that
+        were already decoding, holding `total_context` tokens (none when `batch` is 0).
+
+        This is the iteration the emulator runs (skyfleet.emulator.engine) and the one
+        `steady_state` models; a prompt's first token comes when its own prefill ends.
+        """
+        decode = self.decode_step_time(batch, total_context) if batch > 0 else 0.0
+        return self.prefill_batch_time(prompt_tokens) + decode
 
     def decode_step_time(self, batch: float, total_context: float) -> float:
         """Seconds for one decode iteration of `batch` sequences holding `total_context` tokens."""
@@ -168,50 +253,80 @@ def default_profile(
     accelerator: Accelerator | str,
     tp: int = 1,
     engine: EngineSettings | None = None,
-    efficiency: Efficiency | None = None,
+    efficiency: Efficiency | str | None = None,
 ) -> Profile:
-    """A profile from the roofline with efficiency factors (no measurement needed)."""
+    """A profile from the roofline with efficiency factors (no measurement needed).
+
+    `efficiency` is an `Efficiency` or the name of a preset (`vllm-2025` by default,
+    `trtllm-2025`, `splitwise-2023`).
+    """
     m = get_model(model) if isinstance(model, str) else model
     a = get_accelerator(accelerator) if isinstance(accelerator, str) else accelerator
     eng = engine or EngineSettings()
-    eff = efficiency or Efficiency()
+    if isinstance(efficiency, str):
+        eff, label = Efficiency.preset(efficiency), efficiency.strip().lower()
+    elif efficiency is None:
+        eff, label = Efficiency.preset(DEFAULT_PRESET), DEFAULT_PRESET
+    else:
+        label = next((k for k, v in EFFICIENCY_PRESETS.items() if v == efficiency), "custom")
+        eff = efficiency
     bw = eff.bandwidth * a.mem_bw_gbps * 1e9
     flops = a.flops(m.weight_dtype)
-    comm = eff.allreduce_latency_s * m.layers * 2 if tp > 1 else 0.0
+    # Two all-reduces per layer under TP: a latency term per step (decode), plus the
+    # activation bytes of each prompt token over the interconnect (ring: 2(N-1)/N of the
+    # data each way at half the bidirectional figure).
+    comm = 0.0
+    comm_per_token = 0.0
+    if tp > 1:
+        comm = 2 * m.layers * (eff.allreduce_latency_s + eff.allreduce_per_peer_s * (tp - 1))
+        link = eff.interconnect * a.interconnect_gbps * 1e9 / 2.0
+        comm_per_token = 2 * m.layers * m.hidden * 2.0 * 2.0 * (tp - 1) / tp / link
+    weights_s = weight_bytes_per_device(m, tp) / bw
     flops_per_token = 2.0 * m.active_params / tp
-    # Attention score/value matmuls: ~2·2·layers·hidden FLOPs per (query, key) pair, causal half.
+    # Attention score/value matmuls: 4·layers·heads·head_dim FLOPs per (query, key) pair,
+    # over n²/2 causal pairs.
     attn_flops_per_pair = 2.0 * m.layers * m.heads * m.head_dim / tp
+    mfu_attn = eff.mfu_attention or eff.mfu_prefill
     return Profile(
         model=m.name,
         accelerator=a.name,
         tp=tp,
         engine=eng,
-        prefill_base_s=eff.step_overhead_s + comm,
-        prefill_per_token_s=flops_per_token / (eff.mfu_prefill * flops),
-        prefill_quad_s=attn_flops_per_pair / (eff.mfu_prefill * flops),
-        decode_base_s=eff.step_overhead_s + comm + weight_bytes_per_device(m, tp) / bw,
+        prefill_base_s=eff.step_overhead_s + comm + eff.prefill_weight_read * weights_s,
+        prefill_per_token_s=flops_per_token / (eff.mfu_prefill * flops) + comm_per_token,
+        prefill_quad_s=attn_flops_per_pair / (mfu_attn * flops),
+        decode_base_s=eff.step_overhead_s + comm + weights_s,
         decode_per_seq_s=eff.per_seq_overhead_s + flops_per_token / (eff.mfu_decode * flops),
         decode_per_ctx_token_s=kv_bytes_per_token_per_device(m, tp) / bw,
         kv_capacity_tokens=kv_capacity_tokens(m, a, tp, eng),
         max_context=m.max_context,
-        source="roofline",
+        source=f"roofline:{label}",
     )
 
 
-_SPEC = re.compile(r"^(?P<model>[^@]+)@(?P<accel>.+?)(?:x(?P<tp>\d+))?$")
+_SPEC = re.compile(
+    r"^(?P<model>[^@]+)@(?P<accel>.+?)(?:x(?P<tp>\d+))?(?::(?P<preset>[A-Za-z0-9._-]+))?$"
+)
 
 
-def parse_profile_spec(spec: str, engine: EngineSettings | None = None) -> Profile:
-    """`MODEL@ACCEL[xN]` → default profile, or a path to a profile YAML file."""
+def parse_profile_spec(
+    spec: str, engine: EngineSettings | None = None, preset: str | None = None
+) -> Profile:
+    """`MODEL@ACCEL[xN][:PRESET]` → default profile, or a path to a profile YAML file.
+
+    `PRESET` (or the `preset` argument; the suffix wins) names the efficiency preset.
+    """
     if spec.endswith((".yaml", ".yml")) or Path(spec).is_file():
         return Profile.load(spec)
     m = _SPEC.match(spec.strip())
     if not m:
         raise SkyfleetError(
-            f"profile {spec!r} is not MODEL@ACCELERATOR[xN] (e.g. Llama-3.1-8B@H100-SXM-80GB"
-            " or Llama-3.1-70B@H100-SXM-80GBx4) nor a profile YAML file"
+            f"profile {spec!r} is not MODEL@ACCELERATOR[xN][:PRESET] (e.g. "
+            "Llama-3.1-8B@H100-SXM-80GB or Llama-3.1-70B@H100-SXM-80GBx4:trtllm-2025)"
+            " nor a profile YAML file"
         )
-    return default_profile(m["model"], m["accel"], int(m["tp"] or 1), engine)
+    chosen = m["preset"] or preset
+    return default_profile(m["model"], m["accel"], int(m["tp"] or 1), engine, chosen)
 
 
 # -- fitting ------------------------------------------------------------------------------
@@ -243,7 +358,8 @@ def fit_profile(
     prefill: Sequence[PrefillPoint] = (),
     source: str = "fitted",
 ) -> Profile:
-    """Calibrate a profile's timing to measured points (non-negative least squares).
+    """Calibrate a profile's timing to measured points (non-negative least squares on
+    relative errors).
 
     Decode needs ≥ 3 points with varying batch and context; prefill ≥ 2 (≥ 3 to fit the
     quadratic term). Parameters without enough points keep the base values.
@@ -252,18 +368,25 @@ def fit_profile(
     if len(decode) >= 3:
         a = np.array([[1.0, p.batch, p.context] for p in decode])
         y = np.array([p.seconds for p in decode])
-        # Scale columns so NNLS treats them evenly.
-        scale = np.maximum(np.abs(a).max(axis=0), 1e-12)
-        x = _nnls(a / scale, y) / scale
+        x = _relative_nnls(a, y)
         if x[0] > 0:
             upd |= {"decode_base_s": x[0], "decode_per_seq_s": x[1], "decode_per_ctx_token_s": x[2]}
     if len(prefill) >= 2:
         quad = len(prefill) >= 3
         a = np.array([[1.0, p.tokens] + ([p.tokens**2] if quad else []) for p in prefill])
         y = np.array([p.seconds for p in prefill])
-        scale = np.maximum(np.abs(a).max(axis=0), 1e-12)
-        x = _nnls(a / scale, y) / scale
+        x = _relative_nnls(a, y)
         upd |= {"prefill_base_s": x[0], "prefill_per_token_s": x[1]}
         if quad:
             upd["prefill_quad_s"] = x[2]
     return base.model_copy(update={**upd, "source": source})
+
+
+def _relative_nnls(a: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Non-negative least squares on relative errors (rows weighted by 1/y), so a 50 ms
+    point and a 2 s point count alike; columns are scaled so NNLS treats them evenly."""
+    w = 1.0 / np.maximum(np.abs(y), 1e-12)
+    aw = a * w[:, None]
+    scale = np.maximum(np.abs(aw).max(axis=0), 1e-300)
+    out: np.ndarray = _nnls(aw / scale, y * w) / scale
+    return out
