@@ -1,0 +1,116 @@
+"""Prometheus metrics of one gateway process (own registry; per-endpoint gauges on scrape)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+)
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from skyfleet.gateway.fleet import Fleet
+
+disable_created_metrics()  # type: ignore[no-untyped-call]
+
+_LAT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+
+
+class _EndpointCollector(Collector):
+    """Reads live endpoint state at scrape time (no per-request gauge updates)."""
+
+    def __init__(self, fleet: Callable[[], Fleet]) -> None:
+        self._fleet = fleet
+
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+        labels = ["endpoint", "provider", "tier"]
+        inflight = GaugeMetricFamily(
+            "skyfleet_endpoint_in_flight", "Requests open on the endpoint", labels=labels
+        )
+        healthy = GaugeMetricFamily(
+            "skyfleet_endpoint_healthy", "1 if the endpoint takes traffic", labels=labels
+        )
+        cap = GaugeMetricFamily("skyfleet_endpoint_capacity", "Configured capacity", labels=labels)
+        waiting = GaugeMetricFamily(
+            "skyfleet_endpoint_num_requests_waiting", "Scraped vLLM queue", labels=labels
+        )
+        kv = GaugeMetricFamily(
+            "skyfleet_endpoint_kv_cache_usage", "Scraped vLLM KV-cache usage", labels=labels
+        )
+        ej = CounterMetricFamily(
+            "skyfleet_endpoint_ejections", "Outlier ejections of the endpoint", labels=labels
+        )
+        for ep in self._fleet().endpoints.values():
+            s = ep.state
+            lv = [s.name, s.provider, s.tier]
+            inflight.add_metric(lv, s.in_flight)
+            healthy.add_metric(lv, 1.0 if s.healthy else 0.0)
+            cap.add_metric(lv, s.capacity)
+            if s.num_waiting is not None:
+                waiting.add_metric(lv, s.num_waiting)
+            if s.kv_cache_usage is not None:
+                kv.add_metric(lv, s.kv_cache_usage)
+            ej.add_metric(lv, ep.health.total_ejections)
+        yield from (inflight, healthy, cap, waiting, kv, ej)
+
+
+class GatewayMetrics:
+    """All metrics the request path updates."""
+
+    def __init__(self, fleet: Callable[[], Fleet]) -> None:
+        r = self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "skyfleet_requests",
+            "Requests by model and final status",
+            ["model", "status"],
+            registry=r,
+        )
+        self.errors = Counter("skyfleet_errors", "Errors by cause", ["cause"], registry=r)
+        self.attempts = Counter(
+            "skyfleet_upstream_attempts",
+            "Upstream attempts by endpoint and outcome",
+            ["endpoint", "outcome"],
+            registry=r,
+        )
+        self.retries = Counter(
+            "skyfleet_retries", "Retries on another endpoint", ["model", "cause"], registry=r
+        )
+        self.retry_budget_exhausted = Counter(
+            "skyfleet_retry_budget_exhausted", "Retries refused by the budget", registry=r
+        )
+        self.spillovers = Counter(
+            "skyfleet_spillovers",
+            "Requests served beyond the first tier",
+            ["model", "tier"],
+            registry=r,
+        )
+        self.ttft = Histogram(
+            "skyfleet_ttft_seconds",
+            "Time to first token (streams)",
+            ["model"],
+            buckets=_LAT_BUCKETS,
+            registry=r,
+        )
+        self.latency = Histogram(
+            "skyfleet_request_duration_seconds",
+            "End-to-end latency",
+            ["model"],
+            buckets=_LAT_BUCKETS,
+            registry=r,
+        )
+        self.tokens = Counter(
+            "skyfleet_tokens", "Tokens by model and kind", ["model", "kind"], registry=r
+        )
+        self.reloads = Counter(
+            "skyfleet_config_reloads", "Config reloads by result", ["result"], registry=r
+        )
+        r.register(_EndpointCollector(fleet))
+
+    def render(self) -> bytes:
+        """The text exposition format."""
+        return generate_latest(self.registry)

@@ -1,0 +1,51 @@
+"""Pure retry budget: retries stay under `ratio` of requests in a sliding window.
+
+Like Envoy's retry budget and Linkerd's `retryRatio`, with a small floor (`min_retries` per
+window) so a quiet gateway can still retry, and a per-request cap of `max_attempts`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(slots=True)
+class RetryBudget:
+    """Counts requests and retries in 1-second buckets over `window_s`."""
+
+    ratio: float = 0.2
+    min_retries: int = 10
+    window_s: float = 10.0
+    max_attempts: int = 3
+    _buckets: dict[int, list[int]] = field(default_factory=dict)  # second → [requests, retries]
+
+    def _bucket(self, now: float) -> list[int]:
+        sec = int(now)
+        b = self._buckets.get(sec)
+        if b is None:
+            b = self._buckets[sec] = [0, 0]
+            horizon = sec - int(self.window_s)
+            for k in [k for k in self._buckets if k <= horizon]:
+                del self._buckets[k]
+        return b
+
+    def record_request(self, now: float) -> None:
+        """Count one new (first-attempt) request."""
+        self._bucket(now)[0] += 1
+
+    def totals(self, now: float) -> tuple[int, int]:
+        """(requests, retries) inside the window ending at `now`."""
+        self._bucket(now)
+        reqs = sum(b[0] for b in self._buckets.values())
+        rets = sum(b[1] for b in self._buckets.values())
+        return reqs, rets
+
+    def try_retry(self, attempts_made: int, now: float) -> bool:
+        """Whether attempt number `attempts_made + 1` may go out; counts it if so."""
+        if attempts_made >= self.max_attempts:
+            return False
+        reqs, rets = self.totals(now)
+        if rets >= max(float(self.min_retries), self.ratio * reqs):
+            return False
+        self._bucket(now)[1] += 1
+        return True

@@ -1,0 +1,78 @@
+"""Plain data shared by the pure policies (routing, admission) and their callers.
+
+The gateway keeps one `EndpointState` per endpoint and updates it in place (in-flight count,
+health, scraped engine signals); the simulator builds its own. Policies only read them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+Tier = Literal["primary", "spillover", "fallback"]
+Priority = Literal["critical", "standard", "sheddable"]
+TIER_ORDER: dict[str, int] = {"primary": 0, "spillover": 1, "fallback": 2}
+
+
+@dataclass(slots=True)
+class EndpointState:
+    """Live state of one endpoint as the policies see it."""
+
+    name: str
+    provider: str
+    tier: Tier
+    capacity: int
+    model: str = ""  # model name sent upstream
+    region: str = ""
+    in_flight: int = 0  # requests this gateway process has open on it
+    healthy: bool = True  # False while ejected or failing probes
+    num_waiting: float | None = None  # scraped vllm:num_requests_waiting
+    kv_cache_usage: float | None = None  # scraped vllm:kv_cache_usage_perc (0..1)
+    scraped_at: float | None = None  # monotonic time of the last successful scrape
+    throttled_until: float | None = None  # after a 429: saturated until then (Retry-After)
+    price_per_hour: float | None = None
+    price_per_1m_input: float | None = None
+    price_per_1m_output: float | None = None
+
+    @property
+    def load(self) -> float:
+        """Outstanding requests per unit of capacity."""
+        return self.in_flight / self.capacity
+
+
+@dataclass(slots=True, frozen=True)
+class RequestFeatures:
+    """What the policies know about a request before it is sent."""
+
+    model: str
+    tenant: str = "anonymous"
+    priority: Priority = "standard"
+    stream: bool = False
+    input_tokens_est: int = 0
+    max_tokens: int | None = None
+    prefix_key: int | None = None  # hash of the prompt's first characters (affinity)
+
+
+@dataclass(slots=True, frozen=True)
+class RouteDecision:
+    """Where to send one attempt; endpoint None means nothing is available."""
+
+    endpoint: str | None
+    tier: Tier | None = None
+    spilled: bool = False  # served by a later tier than the model's first
+    saturated: bool = False  # every healthy candidate was saturated
+    reason: str = ""
+
+
+@dataclass(slots=True, frozen=True)
+class AdmissionDecision:
+    """Admission control's answer: admit now, wait in a queue, or reject."""
+
+    action: Literal["admit", "queue", "reject"] = "admit"
+    status: int = 200  # HTTP status to return when rejected (429 or 503)
+    retry_after_s: float | None = None
+    reason: str = ""
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+ADMIT = AdmissionDecision()
