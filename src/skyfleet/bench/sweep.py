@@ -1,0 +1,305 @@
+"""`bench sweep`: find the highest request rate that meets an SLO, then fit a Profile.
+
+Procedure (GuideLLM's sweep, then a bisection):
+
+1. **Probe**: synchronous requests at several prompt sizes (prefill points, and decode
+   points at batch 1 with different contexts).
+2. **Synchronous** run at the workload's sizes → r_sync.
+3. **Throughput** run: closed loop at `max_concurrency` → r_max.
+4. Poisson runs at rates spread evenly between r_sync and r_max, ascending, until one
+   misses the SLO; then `refine` bisection steps between the last pass and the first miss.
+
+Fitting (all times in the endpoint's time, i.e. × time_scale for an emulator):
+
+- prefill points = (prompt tokens from `usage`, TTFT) of each idle probe request;
+- decode points = (B, C, step) per run, where B = achieved send rate × mean(E2E − TTFT)
+  (Little's law over the decode phase: the time-averaged number of decoding sequences),
+  C = B · (mean prompt + mean output / 2), and step = mean TPOT · (1 − ρ) with
+  ρ = send rate · prefill(mean prompt) the share of time spent prefilling (the perf model's
+  own stretch, so the fit inverts `skyfleet.perf.steady_state`); prefill is fitted as a
+  line (two points on the least-squares line) unless `quadratic_prefill`. Client and
+  network overhead lands in `prefill_base_s`: the profile predicts what clients see.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from skyfleet.bench.arrivals import Process
+from skyfleet.bench.loadgen import LiveStats, Load, RunResult, Target, run_load
+from skyfleet.bench.metrics import Slo, Summary
+from skyfleet.bench.workload import LengthDist, RequestSource, SyntheticRequests
+from skyfleet.perf import DecodePoint, PrefillPoint, Profile, fit_profile
+
+
+@dataclass
+class SweepPoint:
+    """One run of the sweep, summarised in the endpoint's time."""
+
+    kind: str  # probe | synchronous | throughput | rate
+    rate: float | None  # offered rate (endpoint time); None for closed-loop runs
+    summary: Summary
+    meets_slo: bool
+    decode_batch: float
+    scraped_batch: float | None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "offered_rate": self.rate,
+            "meets_slo": self.meets_slo,
+            "decode_batch_littles_law": self.decode_batch,
+            "running_batch_scraped": self.scraped_batch,
+            "summary": self.summary.as_dict(),
+        }
+
+
+@dataclass
+class SweepResult:
+    """All runs, the highest rate meeting the SLO, and the fitted profile (if asked)."""
+
+    points: list[SweepPoint]
+    slo: Slo
+    percentile: float
+    max_rate: float
+    settings: dict[str, Any]
+    profile: Profile | None = None
+    prefill_points: list[PrefillPoint] = field(default_factory=list)
+    decode_points: list[DecodePoint] = field(default_factory=list)
+    interrupted: bool = False
+    warnings: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "settings": self.settings,
+            "slo": self.slo.as_dict(),
+            "slo_percentile": self.percentile,
+            "max_rate_at_slo": self.max_rate,
+            "interrupted": self.interrupted,
+            "warnings": self.warnings,
+            "points": [p.as_dict() for p in self.points],
+            "fit": {
+                "prefill_points": [p.model_dump() for p in self.prefill_points],
+                "decode_points": [p.model_dump() for p in self.decode_points],
+                "profile": None if self.profile is None else self.profile.model_dump(mode="json"),
+            },
+        }
+
+
+@dataclass(frozen=True)
+class SweepConfig:
+    """Knobs of a sweep (counts are measured requests per run)."""
+
+    slo: Slo
+    percentile: float = 99.0
+    steps: int = 5
+    refine: int = 3
+    sync_requests: int = 20
+    requests_per_rate: int = 200
+    max_concurrency: int = 64
+    throughput_requests: int | None = None
+    probe_sizes: tuple[float, ...] = (0.25, 1.0, 2.0, 4.0)
+    probe_requests: int = 3
+    process: Process = "poisson"
+    warmup_requests: int = 10
+    seed: int = 0
+    time_scale: float = 1.0
+
+    def as_dict(self) -> dict[str, Any]:
+        d = {k: getattr(self, k) for k in self.__dataclass_fields__ if k != "slo"}
+        d["slo"] = self.slo.as_dict()
+        return d
+
+
+def decode_batch(s: Summary) -> float:
+    """Little's law over the decode phase: arrival rate × mean(E2E − TTFT).
+
+    The arrival rate is the achieved send rate (in a steady state it equals the departure
+    rate; completed/duration would count the drain at the end of a short run)."""
+    if not s.ttft.count:
+        return math.nan
+    return s.send_rate * max(s.e2e.mean - s.ttft.mean, 0.0)
+
+
+def _line_points(pts: list[PrefillPoint]) -> list[PrefillPoint]:
+    """Two points on the least-squares line through `pts` (so the fit stays linear)."""
+    x = np.array([p.tokens for p in pts])
+    y = np.array([p.seconds for p in pts])
+    slope, icpt = np.polyfit(x, y, 1)
+    slope, icpt = max(float(slope), 0.0), max(float(icpt), 0.0)
+    lo, hi = float(x.min()), float(x.max())
+    return [PrefillPoint(tokens=t, seconds=icpt + slope * t) for t in (lo, hi)]
+
+
+def fit_from_sweep(
+    base: Profile, points: list[SweepPoint], quadratic_prefill: bool = False
+) -> tuple[Profile, list[PrefillPoint], list[DecodePoint], list[str]]:
+    """Fit prefill from idle probe TTFTs, then the decode step from every run (module doc)."""
+    warnings: list[str] = []
+    pre: list[PrefillPoint] = []
+    for p in points:
+        if p.kind == "probe" and p.summary.ttft.count:
+            pre.append(PrefillPoint(tokens=p.summary.mean_input_tokens, seconds=p.summary.ttft.p50))
+    prof = base
+    if len(pre) >= 2:
+        use = pre if quadratic_prefill else _line_points(pre)
+        prof = fit_profile(base, prefill=use, source="bench")
+        if not quadratic_prefill:
+            prof = prof.model_copy(update={"prefill_quad_s": 0.0})
+    else:
+        warnings.append("not enough streamed probe runs to fit prefill (needs streaming)")
+    dec: list[DecodePoint] = []
+    for p in points:
+        s = p.summary
+        if not s.tpot.count or not s.completed or s.departure_rate < 0.9 * s.send_rate:
+            continue  # no streaming, or not a steady state (the queue grew)
+        idle = p.kind in ("probe", "synchronous")
+        b = 1.0 if idle else p.decode_batch
+        if not (b > 0) or math.isnan(b):
+            continue
+        rho = 0.0 if idle else s.send_rate * prof.prefill_time(s.mean_input_tokens)
+        if rho >= 0.6:
+            continue  # mostly prefilling: the decode step is poorly observed
+        ctx = b * (s.mean_input_tokens + s.mean_output_tokens / 2.0)
+        dec.append(DecodePoint(batch=b, context=ctx, seconds=s.tpot.mean * (1.0 - rho)))
+    if len(dec) >= 3:
+        prof = fit_profile(prof, decode=dec, source="bench")
+    else:
+        warnings.append("not enough streamed runs to fit the decode step")
+    return prof.model_copy(update={"source": "bench"}), pre, dec, warnings
+
+
+async def sweep(
+    target: Target,
+    source: Callable[[int], RequestSource],
+    input_len: LengthDist,
+    output_len: LengthDist,
+    cfg: SweepConfig,
+    *,
+    base: Profile | None = None,
+    stop: asyncio.Event | None = None,
+    on_phase: Callable[[str, LiveStats], None] | None = None,
+    on_point: Callable[[SweepPoint], None] | None = None,
+) -> SweepResult:
+    """Run the sweep against `target` (model set); `source(seed)` makes each run's requests.
+
+    Rates and latencies are in the endpoint's time (`cfg.time_scale`); the fitted profile
+    starts from `base` (its KV capacity and engine settings are kept).
+    """
+    stop = stop or asyncio.Event()
+    ts = cfg.time_scale
+    points: list[SweepPoint] = []
+    warnings: list[str] = []
+    run_no = 0
+
+    async def run(kind: str, src: RequestSource, load: Load, rate: float | None) -> SweepPoint:
+        nonlocal run_no
+        run_no += 1
+        live = LiveStats()
+        label = kind if rate is None else f"rate {rate:.3g}/s"
+        if on_phase is not None:
+            on_phase(label, live)
+        rr: RunResult = await run_load(target, src, load, live=live, stop=stop)
+        s = rr.summary(cfg.slo, time_scale=ts)
+        scraped = rr.mean_batch()
+        pt = SweepPoint(kind, rate, s, s.meets(cfg.slo, cfg.percentile), decode_batch(s), scraped)
+        warnings.extend(w for w in rr.warnings if w not in warnings)
+        points.append(pt)
+        if on_point is not None:
+            on_point(pt)
+        return pt
+
+    # 1. probes at several prompt sizes (one request at a time)
+    for k in cfg.probe_sizes if base is not None else ():
+        if stop.is_set():
+            break
+        n_in = max(1, round(input_len.mean * k))
+        src = SyntheticRequests(n_in, round(output_len.mean), seed=cfg.seed + 1000 + n_in)
+        await run(
+            f"probe {n_in} tokens",
+            src,
+            Load(concurrency=1, num_requests=cfg.probe_requests, warmup_requests=1),
+            None,
+        )
+        points[-1].kind = "probe"
+    # 2. synchronous, 3. throughput
+    sync = None
+    if not stop.is_set():
+        sync = await run(
+            "synchronous",
+            source(cfg.seed),
+            Load(concurrency=1, num_requests=cfg.sync_requests, warmup_requests=1),
+            None,
+        )
+    thr = None
+    if not stop.is_set():
+        n_thr = cfg.throughput_requests or max(cfg.requests_per_rate, 3 * cfg.max_concurrency)
+        thr = await run(
+            "throughput",
+            source(cfg.seed + 1),
+            Load(
+                concurrency=cfg.max_concurrency,
+                num_requests=n_thr,
+                warmup_requests=cfg.max_concurrency,
+            ),
+            None,
+        )
+    best = 0.0
+    if sync is not None and thr is not None and not stop.is_set():
+        r_sync = sync.summary.request_throughput
+        r_max = max(thr.summary.request_throughput, r_sync * 1.01)
+        rates = list(np.linspace(r_sync, r_max, cfg.steps + 2)[1:-1])
+        lo, hi = (r_sync if sync.meets_slo else 0.0), None
+        seed = cfg.seed + 10
+
+        async def at(rate: float) -> bool:
+            nonlocal seed
+            seed += 1
+            load = Load(
+                rate=rate * ts,
+                process=cfg.process,
+                num_requests=cfg.requests_per_rate,
+                warmup_requests=cfg.warmup_requests,
+                seed=seed,
+            )
+            return (await run("rate", source(seed), load, rate)).meets_slo
+
+        for r in rates:
+            if stop.is_set():
+                break
+            if await at(r):
+                lo = r
+            else:
+                hi = r
+                break
+        if hi is None:
+            hi = r_max
+        for _ in range(cfg.refine):
+            if stop.is_set() or lo <= 0:
+                break
+            mid = (lo + hi) / 2
+            if await at(mid):
+                lo = mid
+            else:
+                hi = mid
+        passing = [p.rate for p in points if p.kind == "rate" and p.meets_slo and p.rate]
+        best = max(passing) if passing else (r_sync if sync.meets_slo else 0.0)
+        if not passing:
+            warnings.append("no open-loop rate met the SLO; reporting the synchronous rate")
+    result = SweepResult(
+        points, cfg.slo, cfg.percentile, best,
+        {"target": target.describe(), "sweep": cfg.as_dict(),
+         "input_tokens": str(input_len), "output_tokens": str(output_len)},
+        interrupted=stop.is_set(), warnings=warnings,
+    )  # fmt: skip
+    if base is not None and points:
+        prof, pre, dec, w = fit_from_sweep(base, points)
+        result.profile, result.prefill_points, result.decode_points = prof, pre, dec
+        result.warnings.extend(w)
+    return result
