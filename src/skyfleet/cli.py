@@ -51,3 +51,7 @@ def main() -> None:
     except SkyfleetError as e:
         Console(stderr=True).print(f"[bold red]error:[/] {e}", highlight=False)
         sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

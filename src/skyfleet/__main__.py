@@ -1,0 +1,5 @@
+"""`python -m skyfleet` runs the CLI."""
+
+from skyfleet.cli import main
+
+main()
