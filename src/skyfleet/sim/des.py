@@ -1,0 +1,543 @@
+"""Request-level discrete-event engine: every request, every engine iteration.
+
+Each replica is the emulator's pure continuous-batching `Engine` (the same scheduler
+`skyfleet emulate` runs), timed by the perf model. The gateway side is the real policy
+code: `policy.admission.decide` / `next_to_dispatch` with a `WaitQueue` per model (priority
+bands, deadlines), and `policy.route` over `EndpointState` snapshots (one per replica
+group; inside a group the least-loaded replica). Outages and preemptions take replicas down
+at their exact times: requests that already streamed a token fail, the others are retried
+(up to the routing config's `max_attempts`). Suited to hours at moderate rates.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+import numpy as np
+
+from skyfleet.config import RoutingConfig
+from skyfleet.emulator.engine import Engine
+from skyfleet.policy import RequestFeatures, route
+from skyfleet.policy.admission import (
+    AdmissionRequest,
+    AdmissionSettings,
+    FleetLoad,
+    decide,
+    next_to_dispatch,
+)
+from skyfleet.policy.priority import Priority, WaitQueue
+from skyfleet.sim import autoscale
+from skyfleet.sim.fleet import Fleet
+from skyfleet.sim.fluid import TPOT_TOLERANCE, _demand_steps, rate_at_concurrency
+from skyfleet.sim.result import TTFT_EDGES, SimResult
+from skyfleet.sim.routing import endpoint_states
+from skyfleet.sim.scenario import Scenario
+from skyfleet.sim.timeline import Timeline
+from skyfleet.sim.trace import replay_arrivals
+
+PENDING, SERVED, SHED, FAILED = 0, 1, 2, 3
+_STEP, _DOWNCHG, _PERIOD, _SCALE, _READY, _EXPIRE, _TICK = range(7)
+
+
+@dataclass(eq=False)
+class Replica:
+    group: int
+    engine: Engine
+    up: bool = True
+    draining: bool = False
+    busy: bool = False
+    version: int = 0
+    reqs: dict[int, int] = field(default_factory=dict)  # seq_id → request index
+    last_step: Any = None
+    step_start: float = 0.0
+
+    @property
+    def in_flight(self) -> int:
+        return len(self.reqs)
+
+
+class _Arrivals:
+    """All arrivals of the run, sorted: time, model index, tokens, priority."""
+
+    def __init__(self, fleet: Fleet, tl: Timeline, step: float, rng: np.random.Generator) -> None:
+        edges = np.arange(math.ceil(tl.horizon / step - 1e-9) + 1) * step
+        demand = _demand_steps(fleet, tl, edges, None)
+        ts, ms, ins, outs, ps = [], [], [], [], []
+        for k, (name, m) in enumerate(fleet.models.items()):
+            if m.trace is not None:
+                t, i, o = replay_arrivals(m.trace, m.daily_volume, tl.horizon, rng)
+                if tl.surges:  # thin or repeat by the surge multiplier
+                    mult = np.array([tl.surge_at(name, float(x)) for x in t])
+                    reps = np.floor(mult).astype(np.int64) + (
+                        rng.random(len(t)) < mult - np.floor(mult)
+                    )
+                    t, i, o = np.repeat(t, reps), np.repeat(i, reps), np.repeat(o, reps)
+            else:
+                counts = rng.poisson(demand[name] * step)
+                t = np.repeat(edges[:-1], counts) + rng.random(counts.sum()) * step
+                fr = np.array([f for _, _, f in m.sizes])
+                b = rng.choice(len(m.sizes), size=len(t), p=fr / fr.sum())
+                i = np.array([m.sizes[x][0] for x in range(len(m.sizes))])[b]
+                o = np.array([m.sizes[x][1] for x in range(len(m.sizes))])[b]
+            mixp = np.asarray(m.priority_mix, dtype=float)
+            ts.append(t)
+            ms.append(np.full(len(t), k))
+            ins.append(np.maximum(np.round(i), 1))
+            outs.append(np.maximum(np.round(o), 1))
+            ps.append(rng.choice(3, size=len(t), p=mixp / mixp.sum()))
+        t = np.concatenate(ts)
+        order = np.argsort(t, kind="stable")
+        self.t = t[order]
+        self.model = np.concatenate(ms)[order].astype(np.int64)
+        self.inp = np.concatenate(ins)[order].astype(np.int64)
+        self.out = np.concatenate(outs)[order].astype(np.int64)
+        self.prio = np.concatenate(ps)[order].astype(np.int64)
+
+
+def run_des(
+    fleet: Fleet,
+    scenario: Scenario,
+    timeline: Timeline,
+    *,
+    step: float | None = None,
+    admission: AdmissionSettings | None = None,
+    routing: RoutingConfig | None = None,
+    seed: int = 0,
+    progress: Callable[[float], None] | None = None,
+    max_requests: int = 5_000_000,
+) -> SimResult:
+    """Simulate request by request; see the module docstring."""
+    t_wall = time.perf_counter()
+    adm = admission or fleet.admission or AdmissionSettings()
+    rcfg = routing or fleet.routing or RoutingConfig()
+    dt = float(step or scenario.step)
+    horizon = timeline.horizon
+    T = math.ceil(horizon / dt - 1e-9)
+    rng = np.random.default_rng(seed)
+    prng = random.Random(seed)
+    arr = _Arrivals(fleet, timeline, dt, rng)
+    N = len(arr.t)
+    if max_requests < N:
+        from skyfleet.errors import SkyfleetError
+
+        raise SkyfleetError(
+            f"the request-level engine would simulate {N:,} requests (limit {max_requests:,}); "
+            "use --engine fluid for this volume or a shorter horizon"
+        )
+    status = np.zeros(N, dtype=np.int8)
+    first = np.full(N, np.nan)
+    finish = np.full(N, np.nan)
+    attempts = np.zeros(N, dtype=np.int64)
+    served_group = np.full(N, -1, dtype=np.int64)
+
+    groups = fleet.groups
+    G = len(groups)
+    models = list(fleet.models)
+    gmodel = [models.index(g.model) for g in groups]
+    mgroups = [[i for i in range(G) if gmodel[i] == k] for k in range(len(models))]
+    states = [endpoint_states([groups[i] for i in ix]) for ix in mgroups]
+    feats = [RequestFeatures(model=m) for m in models]
+    route_rps = np.array(
+        [
+            rate_at_concurrency(
+                g.profile,
+                g.concurrency,
+                fleet.models[g.model].mean_sizes,
+                fleet.models[g.model].slo.percentile,
+            )
+            for g in groups
+        ]
+    )
+    queues: list[WaitQueue[int]] = [WaitQueue(adm.queue_size) for _ in models]
+    expiry_at: list[float] = [math.inf] * len(models)
+    reps: list[list[Replica]] = [[] for _ in range(G)]
+    extras = [0] * G
+    pending = [0] * G
+    heap: list[tuple[float, int, int, object]] = []
+    seqno = 0
+
+    def push(t: float, kind: int, data: object) -> None:
+        nonlocal seqno
+        seqno += 1
+        heapq.heappush(heap, (t, seqno, kind, data))
+
+    def period_of(t: float) -> int:
+        return int(t // fleet.period_s)
+
+    def planned(gi: int, t: float) -> int:
+        return groups[gi].replicas_at(period_of(t))
+
+    def down_frac(gi: int, t: float) -> float:
+        f = 1.0
+        for d in timeline.downs:
+            if d.group == gi and d.start <= t < d.end:
+                f *= 1.0 - d.fraction
+        return 1.0 - f
+
+    def endpoint_refresh(k: int) -> None:
+        for j, gi in enumerate(mgroups[k]):
+            ups = [r for r in reps[gi] if r.up and not r.draining]
+            st = states[k][j]
+            st.healthy = bool(ups)
+            st.capacity = max(1, len(ups) * groups[gi].concurrency)
+            st.in_flight = sum(r.in_flight for r in reps[gi])
+
+    def fleet_load(k: int) -> FleetLoad:
+        infl = lim = 0
+        rate = 0.0
+        for j, gi in enumerate(mgroups[k]):
+            st = states[k][j]
+            infl += st.in_flight
+            if st.healthy:
+                lim += st.capacity
+                rate += route_rps[gi] * sum(1 for r in reps[gi] if r.up and not r.draining)
+        return FleetLoad(infl, lim, rate)
+
+    def start_step(r: Replica, now: float) -> None:
+        if r.busy or not r.up or r.engine.idle:
+            return
+        res = r.engine.step()
+        if res.duration <= 0 and not res.emitted:
+            return
+        r.busy = True
+        r.last_step = res
+        r.step_start = now
+        push(now + max(res.duration, 1e-6), _STEP, (r, r.version))
+
+    def lose(r: Replica, now: float) -> None:
+        """Replica goes down: streamed requests fail, the others are retried."""
+        for rid in list(r.reqs.values()):
+            if not math.isnan(first[rid]):
+                status[rid] = FAILED
+                finish[rid] = now
+            else:
+                retry.append(rid)
+        r.reqs.clear()
+        r.engine = Engine(groups[r.group].profile)
+        r.busy = False
+        r.version += 1
+
+    retry: list[int] = []
+
+    def reconcile(gi: int, now: float) -> None:
+        active = [r for r in reps[gi] if not r.draining]
+        target = planned(gi, now) + extras[gi]
+        while len(active) < target:
+            r = Replica(gi, Engine(groups[gi].profile))
+            reps[gi].append(r)
+            active.append(r)
+        while len(active) > target:
+            r = min(active, key=lambda x: (x.up, x.in_flight))
+            active.remove(r)
+            r.draining = True
+            if not r.up or r.in_flight == 0:
+                if r.up:
+                    lose(r, now)
+                reps[gi].remove(r)
+        want_down = round(down_frac(gi, now) * len(active))
+        downs = [r for r in active if not r.up]
+        ups = [r for r in active if r.up]
+        while len(downs) < want_down and ups:
+            r = ups.pop(0)
+            lose(r, now)
+            r.up = False
+            downs.append(r)
+        while len(downs) > want_down:
+            r = downs.pop()
+            r.up = True
+            r.engine = Engine(groups[gi].profile)
+            r.version += 1
+
+    def send(k: int, rid: int, now: float) -> bool:
+        """Route one admitted request; False if no endpoint (request failed)."""
+        d = route(feats[k], states[k], rcfg, prng)
+        if d.endpoint is None:
+            status[rid] = FAILED
+            finish[rid] = now
+            return False
+        j = next(x for x, s in enumerate(states[k]) if s.name == d.endpoint)
+        gi = mgroups[k][j]
+        cands = [r for r in reps[gi] if r.up and not r.draining]
+        if not cands:
+            status[rid] = FAILED
+            finish[rid] = now
+            return False
+        r = min(cands, key=lambda x: x.in_flight)
+        inp = int(arr.inp[rid])
+        out = int(arr.out[rid])
+        cap = r.engine.max_sequence_tokens
+        if inp + out > cap:
+            inp = max(1, min(inp, cap - 1))
+            out = max(1, cap - inp)
+        seq = r.engine.add(inp, out)
+        r.reqs[seq.seq_id] = rid
+        attempts[rid] += 1
+        served_group[rid] = gi
+        states[k][j].in_flight += 1
+        start_step(r, now)
+        return True
+
+    def schedule_expiry(k: int) -> None:
+        nd = queues[k].next_deadline()
+        if nd is not None and nd < expiry_at[k]:
+            expiry_at[k] = nd
+            push(nd, _EXPIRE, k)
+
+    def admit(k: int, rid: int, now: float) -> None:
+        endpoint_refresh(k)
+        p = Priority(int(arr.prio[rid]))
+        req = AdmissionRequest("sim", p, int(arr.inp[rid]), int(arr.out[rid]))
+        a = decide(req, None, queues[k], fleet_load(k), adm, now, rid)
+        if a.action == "admit":
+            send(k, rid, now)
+        elif a.action == "queue":
+            if a.displaced is not None:
+                status[a.displaced.payload] = SHED
+                finish[a.displaced.payload] = now
+            schedule_expiry(k)
+        else:
+            if a.reason == "no_capacity":
+                status[rid] = FAILED
+            else:
+                status[rid] = SHED
+            finish[rid] = now
+
+    def drain_queue(k: int, now: float) -> None:
+        q = queues[k]
+        while len(q):
+            endpoint_refresh(k)
+            e = next_to_dispatch(q, fleet_load(k), adm)
+            if e is None:
+                break
+            send(k, e.payload, now)
+
+    def flush_retries(now: float) -> None:
+        while retry:
+            rid = retry.pop()
+            k = int(arr.model[rid])
+            if attempts[rid] >= rcfg.max_attempts:
+                status[rid] = FAILED
+                finish[rid] = now
+            else:
+                admit(k, rid, now)
+
+    # -- initial state and scheduled events -----------------------------------------------
+    for gi in range(G):
+        reconcile(gi, 0.0)
+    for d in timeline.downs:
+        push(d.start, _DOWNCHG, d.group)
+        if d.end < horizon:
+            push(d.end, _DOWNCHG, d.group)
+    np_ = math.ceil(horizon / fleet.period_s)
+    for p in range(1, np_):
+        push(p * fleet.period_s, _PERIOD, None)
+    if scenario.autoscaling.enabled:
+        push(0.0, _SCALE, None)
+    cost = np.zeros(T)
+    capacity = np.zeros(T)
+    qlen = np.zeros((T, 3))
+    for i in range(T):
+        push(i * dt, _TICK, i)
+
+    ai = 0
+    now = 0.0
+    prices = np.array([g.price_per_replica_hour for g in groups])
+    end_time = horizon + 3600.0
+    while True:
+        next_arr = arr.t[ai] if ai < N else math.inf
+        next_ev = heap[0][0] if heap else math.inf
+        if next_arr == math.inf and next_ev == math.inf:
+            break
+        if next_arr <= next_ev:
+            now = float(next_arr)
+            rid = ai
+            ai += 1
+            admit(int(arr.model[rid]), rid, now)
+            continue
+        now, _, kind, data = heapq.heappop(heap)
+        if now > end_time:
+            break
+        if kind == _STEP:
+            r, ver = cast(tuple[Replica, int], data)
+            if ver != r.version:
+                continue
+            r.busy = False
+            res = r.last_step
+            k = gmodel[r.group]
+            done = False
+            for off, seqs in res.events:
+                for s in seqs:
+                    got = r.reqs.get(s.seq_id)
+                    if got is not None and math.isnan(first[got]):
+                        first[got] = r.step_start + off
+            for s in res.finished:
+                got = r.reqs.pop(s.seq_id, None)
+                if got is not None:
+                    status[got] = SERVED
+                    finish[got] = now
+                    done = True
+            if r.draining and r.in_flight == 0:
+                if r in reps[r.group]:
+                    reps[r.group].remove(r)
+            else:
+                start_step(r, now)
+            if done:
+                drain_queue(k, now)
+        elif kind == _EXPIRE:
+            k = int(data)  # type: ignore[call-overload]
+            expiry_at[k] = math.inf
+            for e in queues[k].expire(now):
+                status[e.payload] = SHED
+                finish[e.payload] = now
+            schedule_expiry(k)
+        elif kind in (_DOWNCHG, _PERIOD):
+            gis = [int(data)] if kind == _DOWNCHG else list(range(G))  # type: ignore[call-overload]
+            for gi in gis:
+                reconcile(gi, now)
+            flush_retries(now)
+            for k in range(len(models)):
+                drain_queue(k, now)
+        elif kind == _READY:
+            gi, n = cast(tuple[int, int], data)
+            pending[gi] -= n
+            extras[gi] += n
+            reconcile(gi, now)
+            drain_queue(gmodel[gi], now)
+        elif kind == _SCALE:
+            a = scenario.autoscaling
+            for k, _m in enumerate(models):
+                lam = 0.0  # recent arrival rate of the model (last ≤ 2000 arrivals)
+                recent = arr.t[max(0, ai - 2000) : ai]
+                recent = recent[arr.model[max(0, ai - 2000) : ai] == k]
+                if len(recent) > 1 and now - recent[0] > 0:
+                    lam = len(recent) / max(now - recent[0], 1e-9)
+                need = (lam + len(queues[k]) / a.interval) / a.target_utilisation
+                views = []
+                for gi in mgroups[k]:
+                    ups = sum(1 for r in reps[gi] if r.up and not r.draining)
+                    views.append(
+                        autoscale.GroupView(
+                            gi,
+                            groups[gi].capacity_rps,
+                            groups[gi].price_per_replica_hour,
+                            ups,
+                            pending[gi],
+                            extras[gi] + pending[gi],
+                            math.ceil(a.max_scale * max(int(groups[gi].replicas.max()), 1)),
+                            planned(gi, now),
+                            ups > 0 and not timeline.locked(groups[gi].provider, now),
+                        )
+                    )
+                for gi, delta in autoscale.decide(need, views).items():
+                    if delta > 0:
+                        pending[gi] += delta
+                        push(now + scenario.provisioning.total, _READY, (gi, delta))
+                    else:
+                        extras[gi] = max(0, extras[gi] + delta)
+                        reconcile(gi, now)
+            if now + a.interval < horizon:
+                push(now + a.interval, _SCALE, None)
+        elif kind == _TICK:
+            i = int(data)  # type: ignore[call-overload]
+            n_rep = np.array([sum(1 for r in reps[gi] if not r.draining) for gi in range(G)])
+            cost[i] = float((n_rep * prices).sum() * dt / 3600.0)
+            capacity[i] = float(
+                sum(
+                    route_rps[gi] * sum(1 for r in reps[gi] if r.up and not r.draining)
+                    for gi in range(G)
+                )
+            )
+            for k in range(len(models)):
+                for p in range(3):
+                    qlen[i, p] += queues[k].count(Priority(p))
+            if progress is not None and i % 16 == 0:
+                progress(i / T)
+        flush_retries(now)
+    # anything still pending at the cut-off failed
+    status[status == PENDING] = FAILED
+    return _collect(
+        fleet,
+        scenario,
+        timeline,
+        arr,
+        status,
+        first,
+        finish,
+        served_group,
+        dt,
+        T,
+        cost,
+        capacity,
+        qlen,
+        time.perf_counter() - t_wall,
+    )
+
+
+def _collect(
+    fleet: Fleet,
+    scenario: Scenario,
+    timeline: Timeline,
+    arr: _Arrivals,
+    status: np.ndarray,
+    first: np.ndarray,
+    finish: np.ndarray,
+    served_group: np.ndarray,
+    dt: float,
+    T: int,
+    cost: np.ndarray,
+    capacity: np.ndarray,
+    qlen: np.ndarray,
+    wall: float,
+) -> SimResult:
+    models = list(fleet.models)
+    step_i = np.minimum((arr.t // dt).astype(np.int64), T - 1)
+    ttft = first - arr.t
+    tpot = np.where(arr.out > 1, (finish - first) / np.maximum(arr.out - 1, 1), 0.0)
+    ttft_slo = np.array([fleet.models[m].slo.ttft_s for m in models])[arr.model]
+    tpot_slo = np.array([fleet.models[m].slo.tpot_s for m in models])[arr.model]
+    served = status == SERVED
+    # TPOT's SLO is on the mean: judged per endpoint group and step, like the fluid engine
+    G = len(fleet.groups)
+    cell = step_i * max(G, 1) + np.maximum(served_group, 0)
+    sums = np.bincount(cell[served], weights=tpot[served], minlength=T * max(G, 1))
+    cnts = np.bincount(cell[served], minlength=T * max(G, 1))
+    mean_tpot = np.where(cnts > 0, sums / np.maximum(cnts, 1), 0.0)[cell]
+    ok = served & (ttft <= ttft_slo + 1e-12) & (mean_tpot <= tpot_slo * TPOT_TOLERANCE)
+
+    def binned(mask: np.ndarray) -> np.ndarray:
+        out = np.zeros((T, 3))
+        np.add.at(out, (step_i[mask], arr.prio[mask]), 1.0)
+        return out
+
+    by_provider: dict[str, np.ndarray] = {
+        p: np.zeros(T) for p in sorted({g.provider for g in fleet.groups})
+    }
+    for gi, g in enumerate(fleet.groups):
+        m = served & (served_group == gi)
+        np.add.at(by_provider[g.provider], step_i[m], 1.0)
+    hist, _ = np.histogram(ttft[served], bins=TTFT_EDGES)
+    return SimResult(
+        engine="des",
+        step_s=dt,
+        slo_target=scenario.slo_target,
+        arrivals=binned(np.ones(len(arr.t), dtype=bool)),
+        served=binned(served),
+        served_ok=binned(ok),
+        shed=binned(status == SHED),
+        failed=binned(status == FAILED),
+        queue=qlen,
+        capacity_rps=capacity,
+        cost=cost,
+        served_by_provider=by_provider,
+        ttft_hist=hist.astype(float),
+        outages=list(timeline.outages),
+        ttft_samples=ttft[served],
+        tpot_samples=tpot[served],
+        wall_s=wall,
+    )
