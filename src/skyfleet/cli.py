@@ -33,7 +33,7 @@ for _name in _PARTS:
     try:
         _mod = importlib.import_module(_name)
     except ModuleNotFoundError as _e:  # a part not built yet
-        if _e.name != _name:
+        if _e.name is None or not _name.startswith(_e.name):
             raise
         continue
     _mod.register(app)
