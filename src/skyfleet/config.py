@@ -62,11 +62,24 @@ class ServerConfig(_Strict):
     admin_api_keys: list[str] = Field(default_factory=list)
     drain_timeout_s: float = Field(default=30.0, ge=0, description="graceful shutdown wait")
     watch_config: bool = Field(default=True, description="reload when the file changes")
+    redis_url: str | None = Field(
+        default=None, description="share tenant limits across workers/replicas (shared_limits)"
+    )
 
     @model_validator(mode="after")
     def _keys(self) -> ServerConfig:
         _check_hashes(self.admin_api_keys)
         return self
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url(cls, v: str | None) -> str | None:
+        if v is not None and not re.match(r"^(rediss?|unix)://\S+$", v):
+            raise ValueError(
+                "expected a Redis URL such as redis://127.0.0.1:6379/0 "
+                "(schemes redis://, rediss://, unix://), or null for per-process limits"
+            )
+        return v
 
 
 class LedgerConfig(_Strict):
@@ -351,7 +364,7 @@ def _format_validation(e: ValidationError, src: str) -> str:
             msg = "required key is missing"
         got = err.get("input")
         show = err["type"] not in ("missing", "extra_forbidden") and not isinstance(got, dict)
-        if isinstance(got, str) and "api_key" in str(loc):
+        if isinstance(got, str) and ("api_key" in str(loc) or "redis_url" in str(loc)):
             show = False  # never echo secrets
         lines.append(f"{_loc(loc)}: {msg}" + (f" (got {got!r})" if show else ""))
     head = f"{src}: " if len(lines) == 1 else f"{src}: {len(lines)} errors:\n  "

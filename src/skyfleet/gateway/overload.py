@@ -21,7 +21,7 @@ import math
 import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import aiohttp
 from aiohttp import web
@@ -46,6 +46,9 @@ from skyfleet.policy.priority import Priority, WaitQueue, parse_priority, token_
 from skyfleet.policy.ratelimit import Charge, RateLimiter, TenantLimiter, TenantLimits
 from skyfleet.policy.routing import route
 from skyfleet.policy.types import ADMIT, AdmissionDecision, EndpointState, RequestFeatures
+
+if TYPE_CHECKING:
+    from skyfleet.gateway.shared_limits import SharedLimits
 
 T = TypeVar("T")
 _WAIT_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30)
@@ -195,6 +198,12 @@ class OverloadController:
         self._pump_task: asyncio.Task[None] | None = None
         self.metrics = OverloadMetrics(registry, self)
         self._admitted: dict[tuple[Priority, str], Counter] = {}
+        self.shared: SharedLimits | None = None  # tenant limits in Redis (server.redis_url)
+        redis_url = fleet().cfg.server.redis_url
+        if redis_url is not None:
+            from skyfleet.gateway.shared_limits import SharedLimits
+
+            self.shared = SharedLimits(redis_url, registry)
         self.configure(fleet().cfg)
 
     # ---- configuration ------------------------------------------------------------------
@@ -243,6 +252,8 @@ class OverloadController:
     def limit_headers(self, tenant: TenantConfig) -> dict[str, str]:
         """Current `x-ratelimit-*` headers for a tenant (empty without RPM/TPM limits)."""
         lim = self.limiter(tenant)
+        if lim is not None and self.shared is not None:
+            return self.shared.headers(tenant.name, lim)
         return {} if lim is None else lim.state(time.time()).headers()
 
     # ---- fleet view ---------------------------------------------------------------------
@@ -266,11 +277,13 @@ class OverloadController:
         limiter = self.limiter(tenant)
         if not self.cfg.enabled and limiter is None:
             return ADMIT
-        now = time.time()
         prio = parse_priority(req.priority)
         max_tokens = req.max_tokens if req.max_tokens is not None else self.cfg.default_max_tokens
         areq = AdmissionRequest(req.tenant, prio, req.input_tokens_est, max_tokens)
         est_cost = token_cost(areq.input_tokens, areq.max_tokens)
+        if self.shared is not None and limiter is not None and tenant is not None:
+            limiter = await self.shared.acquire(tenant.name, limiter, areq.est_tokens)
+        now = time.time()
         self._eps[req.model] = eps
         queue = self._queue(req.model)
         fleet = self.fleet_load(req.model, now) if self.cfg.enabled else _UNBOUNDED
@@ -421,12 +434,19 @@ class OverloadController:
             for model in list(self.queues):
                 self._pump(model)
 
+    async def start(self) -> None:
+        """Connect the shared limits store, if configured (fails naming the Redis URL)."""
+        if self.shared is not None:
+            await self.shared.start()
+
     async def close(self) -> None:
         """Stop the background task (gateway shutdown)."""
         if self._pump_task is not None:
             self._pump_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._pump_task
+        if self.shared is not None:
+            await self.shared.close()
 
     # ---- adaptive concurrency -----------------------------------------------------------
     def _endpoint_limit(self, ep: LiveEndpoint) -> _EndpointLimit | None:
@@ -523,6 +543,10 @@ class OverloadGateway(Gateway):
         app = super().build_app()
         app.on_response_prepare.append(self._ratelimit_headers)
         return app
+
+    async def _on_startup(self, app: web.Application) -> None:
+        await super()._on_startup(app)
+        await self.overload.start()
 
     async def _on_cleanup(self, app: web.Application) -> None:
         await self.overload.close()

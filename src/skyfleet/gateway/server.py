@@ -74,6 +74,10 @@ def serve(config_path: str, host: str | None, port: int | None, workers: int) ->
     """`skyfleet serve`: validate the config, then run one or `workers` processes."""
     _setup_logging()
     cfg = load_config(config_path)
+    if cfg.server.redis_url is not None:  # fail before forking workers, naming the URL
+        from skyfleet.gateway.shared_limits import check_redis
+
+        check_redis(cfg.server.redis_url, config_path)
     host = host or cfg.server.host
     port = cfg.server.port if port is None else port
     if workers <= 1:
@@ -117,7 +121,11 @@ def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
     if args and args[0] == "--worker":
         _setup_logging()
-        _run(args[1], args[2], int(args[3]), True)
+        try:
+            _run(args[1], args[2], int(args[3]), True)
+        except SkyfleetError as e:
+            print(f"error: {e}", file=sys.stderr)
+            sys.exit(2)
         return
     ap = argparse.ArgumentParser(prog="python -m skyfleet.gateway.server")
     ap.add_argument("--config", "-c", required=True)

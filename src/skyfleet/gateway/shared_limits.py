@@ -1,0 +1,518 @@
+"""Tenant limits shared by every gateway process through Redis (opt-in: ``server.redis_url``).
+
+Without it each process keeps its own limiters, so ``serve --workers N`` (or N replicas) lets
+a tenant through at up to N× its limits. With it, the decision of `TenantLimiter.try_acquire`
+is taken by one atomic Lua script in Redis, with Redis's clock (replicas' clocks may differ):
+
+- requests/min and tokens/min: GCRA, one TAT per key (``{tenant}:req``, ``{tenant}:tok``),
+  the same arithmetic as `policy.ratelimit.Gcra`; a key expires 60 s after its bucket is full;
+- concurrency: a sorted set of slot ids scored by their expiry (``now + SLOT_TTL_S``); the
+  process that holds a slot refreshes it every third of that, so a crashed worker's slots
+  vanish within `SLOT_TTL_S`;
+- daily budget: a float counter per UTC day (``{tenant}:spend:<day>``), kept two days.
+
+Tokens are charged up front on the estimate and corrected by ``actual − estimate`` when usage
+is known (a second script), exactly as the in-process limiter does. The pure policy is
+unchanged: `SharedLimits.acquire` returns a `SharedTicket`, a `TenantLimiter` whose decision
+was already taken in Redis, and `policy.admission.decide` uses it like any other limiter.
+
+Failure: unreachable at start-up → `SkyfleetError` naming the URL (the gateway does not
+start). At run time a failed call fails **open** to the process's own limiter (each worker
+then enforces the full limit by itself, as without Redis), logs one warning, counts
+``skyfleet_shared_limits_errors_total{op}`` and sets ``skyfleet_shared_limits_up`` to 0; Redis
+is tried again after `RETRY_AFTER_S`. Availability over strictness: a rate-limit store must
+not take the gateway down with it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import math
+import os
+import time
+import uuid
+from collections.abc import Coroutine
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit, urlunsplit
+
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+from skyfleet.errors import SkyfleetError
+from skyfleet.policy.ratelimit import (
+    CONCURRENCY_RETRY_S,
+    DAY_S,
+    MIN_RETRY_S,
+    Charge,
+    Gcra,
+    LimitState,
+    RateDecision,
+    TenantLimiter,
+    TenantLimits,
+)
+
+if TYPE_CHECKING:
+    import redis.asyncio
+
+log = logging.getLogger("skyfleet.gateway.shared_limits")
+
+KEY_PREFIX = "skyfleet:limits:"
+SLOT_TTL_S = 30.0  # a slot not refreshed for this long is freed (crashed worker)
+RETRY_AFTER_S = 1.0  # after a failure, decide locally for this long before trying Redis again
+OP_TIMEOUT_S = 1.0  # per Redis call (and wait for a pooled connection): then fail open
+CONNECT_TIMEOUT_S = 1.0
+POOL_SIZE = 64  # connections per process; one Lua call takes ~0.2 ms, so callers rarely wait
+STARTUP_TIMEOUT_S = 3.0
+
+_NOW = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local function fmt(x) return string.format('%.6f', x) end
+local function set_tat(key, tat)  -- kept 60 s past a full bucket
+  redis.call('SET', key, fmt(tat), 'PX', math.ceil((tat - now) * 1000) + 60000)
+end
+"""
+
+# KEYS: requests TAT, tokens TAT, concurrency slots (zset), today's spend
+# ARGV: req interval (0 = no limit), req tau, tok interval (0 = no limit), tok tau, est tokens,
+#       max concurrency (0 = none), budget usd (< 0 = none), est cost usd, slot id, slot ttl s
+_ACQUIRE = (
+    _NOW
+    + """
+local ri, rtau = tonumber(ARGV[1]), tonumber(ARGV[2])
+local ti, ttau = tonumber(ARGV[3]), tonumber(ARGV[4])
+local est, maxc = tonumber(ARGV[5]), tonumber(ARGV[6])
+local budget, cost, ttl = tonumber(ARGV[7]), tonumber(ARGV[8]), tonumber(ARGV[10])
+local function tat_of(key)
+  local v = redis.call('GET', key)
+  if v then return math.max(tonumber(v), now) end
+  return now
+end
+local function wait(tat, interval, tau, c)
+  return math.max(0, tat + c * interval - math.max(tau, c * interval) - now)
+end
+local rtat, ttat, rwait, twait, cblock, bblock = now, now, 0, 0, 0, 0
+if ri > 0 then rtat = tat_of(KEYS[1]); rwait = wait(rtat, ri, rtau, 1) end
+if ti > 0 then ttat = tat_of(KEYS[2]); twait = wait(ttat, ti, ttau, est) end
+if maxc > 0 then
+  redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now)
+  if redis.call('ZCARD', KEYS[3]) >= maxc then cblock = 1 end
+end
+if budget >= 0 and tonumber(redis.call('GET', KEYS[4]) or '0') + cost > budget then
+  bblock = 1
+end
+local ok = 0
+if rwait <= 0 and twait <= 0 and cblock == 0 and bblock == 0 then
+  ok = 1
+  if ri > 0 then rtat = rtat + ri; set_tat(KEYS[1], rtat) end
+  if ti > 0 then ttat = ttat + est * ti; set_tat(KEYS[2], ttat) end
+  if maxc > 0 then
+    redis.call('ZADD', KEYS[3], now + ttl, ARGV[9])
+    redis.call('PEXPIRE', KEYS[3], math.ceil(ttl * 1000) + 1000)
+  end
+end
+return {ok, fmt(now), fmt(rwait), fmt(twait), cblock, bblock, fmt(rtat), fmt(ttat)}
+"""
+)
+
+# KEYS: as _ACQUIRE. ARGV: req interval, req delta (units), tok interval, tok delta (units),
+#       slot id ('' = none), cost usd to add to today's spend
+_ADJUST = (
+    _NOW
+    + """
+local function adjust(key, interval, delta)
+  if interval <= 0 then return now end
+  local v = redis.call('GET', key)
+  local tat = now
+  if v then tat = math.max(tonumber(v), now) end
+  if delta ~= 0 then
+    if v then tat = math.max(tonumber(v) + delta * interval, now) end
+    set_tat(key, tat)
+  end
+  return tat
+end
+local rtat = adjust(KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2]))
+local ttat = adjust(KEYS[2], tonumber(ARGV[3]), tonumber(ARGV[4]))
+if ARGV[5] ~= '' then redis.call('ZREM', KEYS[3], ARGV[5]) end
+local cost = tonumber(ARGV[6])
+if cost > 0 then
+  redis.call('INCRBYFLOAT', KEYS[4], ARGV[6])
+  redis.call('EXPIRE', KEYS[4], 172800)
+end
+return {fmt(now), fmt(rtat), fmt(ttat)}
+"""
+)
+
+# KEYS: concurrency slots. ARGV: slot ttl s, slot ids…
+_HEARTBEAT = (
+    _NOW
+    + """
+local ttl = tonumber(ARGV[1])
+for i = 2, #ARGV do redis.call('ZADD', KEYS[1], 'XX', now + ttl, ARGV[i]) end
+redis.call('PEXPIRE', KEYS[1], math.ceil(ttl * 1000) + 1000)
+return #ARGV - 1
+"""
+)
+
+
+def redact_url(url: str) -> str:
+    """The URL with any password replaced by ``***`` (safe for logs and errors)."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.hostname or ""
+    netloc = f"{user}:***@{host}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def _import_redis() -> Any:
+    try:
+        import redis.asyncio as aioredis
+    except ImportError:  # pragma: no cover - redis is a declared extra
+        raise SkyfleetError(
+            "server.redis_url is set but the redis package is missing: "
+            "pip install 'skyfleet[redis]'"
+        ) from None
+    return aioredis
+
+
+def _client(url: str) -> redis.asyncio.Redis:
+    """An asyncio client that fails fast: short timeouts, no retries (we fail open), and a
+    bounded pool that makes callers wait for a connection instead of failing."""
+    aioredis = _import_redis()
+    from redis.asyncio.retry import Retry
+    from redis.backoff import NoBackoff
+
+    pool = aioredis.BlockingConnectionPool.from_url(
+        url,
+        max_connections=POOL_SIZE,
+        timeout=OP_TIMEOUT_S,
+        socket_timeout=OP_TIMEOUT_S,
+        socket_connect_timeout=CONNECT_TIMEOUT_S,
+        retry=Retry(NoBackoff(), 0),
+        decode_responses=True,
+    )
+    client: redis.asyncio.Redis = aioredis.Redis.from_pool(pool)
+    return client
+
+
+def _unreachable(url: str, err: BaseException, where: str) -> SkyfleetError:
+    why = str(err) or type(err).__name__
+    return SkyfleetError(
+        f"{where}server.redis_url: cannot reach Redis at {redact_url(url)} ({why}); start Redis "
+        "there, or remove server.redis_url to keep tenant limits per process"
+    )
+
+
+def check_redis(url: str, config_path: str = "") -> None:
+    """Ping Redis once (start-up check); a `SkyfleetError` naming the URL if it fails."""
+
+    async def ping() -> None:
+        client = _client(url)
+        try:
+            await asyncio.wait_for(client.ping(), STARTUP_TIMEOUT_S)
+        finally:
+            await client.aclose()
+
+    try:
+        asyncio.run(ping())
+    except SkyfleetError:
+        raise
+    except Exception as e:  # any failure to talk to it is "cannot reach"
+        raise _unreachable(url, e, f"{config_path}: " if config_path else "") from None
+
+
+def _keys(tenant: str, day: int) -> list[str]:
+    base = f"{KEY_PREFIX}{{{tenant}}}"  # hash tag: one cluster slot per tenant
+    return [f"{base}:req", f"{base}:tok", f"{base}:conc", f"{base}:spend:{day}"]
+
+
+def _gcra_args(g: Gcra | None) -> list[float]:
+    return [0.0, 0.0] if g is None else [g.interval, g.tau]
+
+
+class SharedTicket(TenantLimiter):
+    """One request's limiter: `try_acquire` returns the decision Redis already took;
+    `complete` and `refund` send the correction to Redis (in the background).
+
+    Header values (`state`) come from the tenant's mirror: the latest TATs Redis returned.
+    """
+
+    def __init__(
+        self,
+        store: SharedLimits,
+        tenant: str,
+        mirror: TenantLimiter,
+        decision: RateDecision,
+        est_tokens: float,
+        slot: str,
+    ) -> None:
+        super().__init__(mirror.limits, requests=mirror.requests, tokens=mirror.tokens)
+        self._store, self._tenant, self._mirror = store, tenant, mirror
+        self._decision, self._est, self._slot = decision, est_tokens, slot
+        self._settled = not decision.allowed
+
+    def try_acquire(self, now: float, est_tokens: float, est_cost_usd: float = 0.0) -> RateDecision:
+        """The decision taken in Redis (charged there when allowed)."""
+        return self._decision
+
+    def state(self, now: float) -> LimitState:
+        """Header values from the latest shared state this process saw."""
+        return self._mirror.state(now)
+
+    def complete(
+        self, now: float, charge: Charge, actual_tokens: float | None, cost_usd: float = 0.0
+    ) -> None:
+        """Correct the token charge to `actual_tokens`, free the slot, add the spend."""
+        if self._settled:
+            return
+        self._settled = True
+        delta = 0.0 if actual_tokens is None else actual_tokens - charge.tokens
+        if self._mirror.tokens is not None and delta:
+            self._mirror.tokens.adjust(now, delta)
+        self._store.settle(self._tenant, self._mirror.limits, 0.0, delta, self._slot, cost_usd)
+
+    def refund(self, now: float, charge: Charge) -> None:
+        """Undo the request's charges (admitted, then shed or abandoned in the queue)."""
+        if self._settled:
+            return
+        self._settled = True
+        m = self._mirror
+        if m.requests is not None:
+            m.requests.adjust(now, -1.0)
+        if m.tokens is not None:
+            m.tokens.adjust(now, -charge.tokens)
+        self._store.settle(self._tenant, m.limits, -1.0, -charge.tokens, self._slot, 0.0)
+
+
+class SharedLimits:
+    """The Redis-backed store of every tenant's limiter state, for one gateway process."""
+
+    def __init__(
+        self, url: str, registry: CollectorRegistry, slot_ttl_s: float = SLOT_TTL_S
+    ) -> None:
+        self.url = url
+        self.slot_ttl_s = slot_ttl_s  # heartbeat every third of it
+        self._redis = _client(url)
+        self._acquire = self._redis.register_script(_ACQUIRE)
+        self._adjust = self._redis.register_script(_ADJUST)
+        self._heartbeat = self._redis.register_script(_HEARTBEAT)
+        self._mirrors: dict[str, TenantLimiter] = {}
+        self._slots: dict[str, set[str]] = {}  # tenant → slot ids this process holds
+        self._ids = itertools.count()
+        self._prefix = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._beat: asyncio.Task[None] | None = None
+        self._down_until = 0.0
+        self._is_up = True
+        self.errors = Counter(
+            "skyfleet_shared_limits_errors",
+            "Failed Redis calls of the shared tenant limits, by operation (failed open)",
+            ["op"],
+            registry=registry,
+        )
+        self.up = Gauge(
+            "skyfleet_shared_limits_up",
+            "1 while tenant limits are shared through Redis, 0 while decided per process",
+            registry=registry,
+        )
+        self.up.set(1)
+
+    # ---- lifecycle ----------------------------------------------------------------------
+    async def start(self) -> None:
+        """Check that Redis answers (raises `SkyfleetError` naming the URL) and start the
+        slot heartbeat."""
+        try:
+            await asyncio.wait_for(self._redis.ping(), STARTUP_TIMEOUT_S)
+        except Exception as e:
+            raise _unreachable(self.url, e, "") from None
+        self._beat = asyncio.get_running_loop().create_task(self._beat_loop())
+
+    async def close(self) -> None:
+        """Send the pending corrections, stop the heartbeat, close the connections."""
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=2.0)
+        if self._beat is not None:
+            self._beat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._beat
+        await self._redis.aclose()
+
+    # ---- deciding -----------------------------------------------------------------------
+    def mirror(self, tenant: str, limits: TenantLimits) -> TenantLimiter:
+        """The tenant's local copy of the shared state (for headers), rebuilt on a change."""
+        m = self._mirrors.get(tenant)
+        if m is None or m.limits != limits:
+            m = self._mirrors[tenant] = TenantLimiter(limits)
+        return m
+
+    def headers(self, tenant: str, local: TenantLimiter) -> dict[str, str]:
+        """`x-ratelimit-*` values: the shared state, or the local limiter's while Redis is down."""
+        now = time.time()
+        if time.monotonic() < self._down_until:
+            return local.state(now).headers()
+        return self.mirror(tenant, local.limits).state(now).headers()
+
+    async def acquire(
+        self, tenant: str, local: TenantLimiter, est_tokens: float, est_cost_usd: float = 0.0
+    ) -> TenantLimiter:
+        """Check and charge every limit of `tenant` in Redis, atomically.
+
+        Returns a `SharedTicket` carrying the decision, or `local` (the process's own
+        limiter, which then decides) when Redis is failing.
+        """
+        if time.monotonic() < self._down_until:
+            return local
+        limits = local.limits
+        slot = f"{self._prefix}-{next(self._ids)}" if limits.max_concurrency is not None else ""
+        call = asyncio.ensure_future(
+            self._run_acquire(tenant, limits, est_tokens, est_cost_usd, slot)
+        )
+        try:
+            reply = await asyncio.shield(call)
+        except asyncio.CancelledError:  # the client left: undo the charge once it lands
+            call.add_done_callback(lambda f: self._undo(f, tenant, limits, est_tokens, slot))
+            raise
+        except Exception as e:
+            self._failed("acquire", e)
+            return local
+        self._recovered()
+        return self._ticket(tenant, limits, reply, est_tokens, slot)
+
+    async def _run_acquire(
+        self, tenant: str, limits: TenantLimits, est: float, est_cost: float, slot: str
+    ) -> list[Any]:
+        m = self.mirror(tenant, limits)
+        day = math.floor(time.time() / DAY_S)
+        budget = -1.0 if limits.daily_budget_usd is None else limits.daily_budget_usd
+        args: list[str | float] = [
+            *_gcra_args(m.requests),
+            *_gcra_args(m.tokens),
+            est,
+            limits.max_concurrency or 0,
+            budget,
+            est_cost,
+            slot or "-",
+            self.slot_ttl_s,
+        ]
+        reply: list[Any] = await self._acquire(keys=_keys(tenant, day), args=args)
+        return reply
+
+    def _ticket(
+        self, tenant: str, limits: TenantLimits, reply: list[Any], est: float, slot: str
+    ) -> SharedTicket:
+        ok, rnow, rwait, twait, cblock, bblock, rtat, ttat = reply
+        m = self.mirror(tenant, limits)
+        now = time.time()
+        self._sync(m, now - float(rnow), rtat, ttat)
+        if int(ok):
+            if slot:
+                self._slots.setdefault(tenant, set()).add(slot)
+            decision = RateDecision(True, 0.0, None, None, Charge(est, counted_concurrency=True))
+        else:
+            waits = [(float(rwait), "requests"), (float(twait), "tokens")]
+            if int(cblock):
+                waits.append((CONCURRENCY_RETRY_S, "concurrency"))
+            if int(bblock):
+                waits.append(((math.floor(now / DAY_S) + 1) * DAY_S - now, "budget"))
+            blocking = [(w, r) for w, r in waits if w > 0.0] or [
+                (MIN_RETRY_S, "tokens" if m.requests is None else "requests")
+            ]
+            wait, reason = max(blocking)  # (a wait below 1 µs prints as 0: still a refusal)
+            decision = RateDecision(False, max(wait, MIN_RETRY_S), reason, m.state(now))
+        return SharedTicket(self, tenant, m, decision, est, slot)
+
+    @staticmethod
+    def _sync(m: TenantLimiter, shift: float, rtat: str, ttat: str) -> None:
+        """Copy Redis's TATs into the mirror, shifted from Redis's clock to ours."""
+        if m.requests is not None:
+            m.requests.tat = float(rtat) + shift
+        if m.tokens is not None:
+            m.tokens.tat = float(ttat) + shift
+
+    # ---- corrections (background) -------------------------------------------------------
+    def settle(
+        self,
+        tenant: str,
+        limits: TenantLimits,
+        req_delta: float,
+        tok_delta: float,
+        slot: str,
+        cost_usd: float,
+    ) -> None:
+        """Send a correction (token delta, request refund, slot release, spend) to Redis."""
+        if slot:
+            self._slots.get(tenant, set()).discard(slot)
+        self._spawn(self._run_adjust(tenant, limits, req_delta, tok_delta, slot, cost_usd))
+
+    async def _run_adjust(
+        self,
+        tenant: str,
+        limits: TenantLimits,
+        req_delta: float,
+        tok_delta: float,
+        slot: str,
+        cost_usd: float,
+    ) -> None:
+        m = self.mirror(tenant, limits)
+        day = math.floor(time.time() / DAY_S)
+        req_i = m.requests.interval if m.requests is not None else 0.0
+        tok_i = m.tokens.interval if m.tokens is not None else 0.0
+        args: list[str | float] = [req_i, req_delta, tok_i, tok_delta, slot, cost_usd]
+        try:
+            rnow, rtat, ttat = await self._adjust(keys=_keys(tenant, day), args=args)
+        except Exception as e:
+            self._failed("settle", e)
+            return
+        self._sync(m, time.time() - float(rnow), rtat, ttat)
+
+    def _undo(
+        self, f: asyncio.Future[list[Any]], tenant: str, limits: TenantLimits, est: float, slot: str
+    ) -> None:
+        if f.cancelled() or f.exception() is not None or not int(f.result()[0]):
+            return
+        self._spawn(self._run_adjust(tenant, limits, -1.0, -est, slot, 0.0))
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _beat_loop(self) -> None:
+        """Refresh the expiry of every slot this process holds (crash safety net)."""
+        while True:
+            await asyncio.sleep(self.slot_ttl_s / 3)
+            for tenant, slots in list(self._slots.items()):
+                if not slots:
+                    continue
+                try:
+                    await self._heartbeat(
+                        keys=[_keys(tenant, 0)[2]], args=[str(self.slot_ttl_s), *sorted(slots)]
+                    )
+                except Exception as e:
+                    self._failed("heartbeat", e)
+
+    # ---- failure handling ---------------------------------------------------------------
+    def _failed(self, op: str, err: BaseException) -> None:
+        self.errors.labels(op).inc()
+        if time.monotonic() >= self._down_until:
+            log.warning(
+                "shared tenant limits: Redis at %s failed (%s: %s); failing open to this "
+                "process's own limits, retrying in %.0f s",
+                redact_url(self.url),
+                type(err).__name__,
+                err,
+                RETRY_AFTER_S,
+            )
+        self._down_until = time.monotonic() + RETRY_AFTER_S
+        self._is_up = False
+        self.up.set(0)
+
+    def _recovered(self) -> None:
+        if not self._is_up:
+            log.warning("shared tenant limits: Redis at %s answers again", redact_url(self.url))
+            self._is_up = True
+            self.up.set(1)
