@@ -156,6 +156,16 @@ def test_daily_budget_blocks_until_utc_midnight() -> None:
     assert t.try_acquire(20_001 * DAY_S, 10, est_cost_usd=0.2).allowed
 
 
+def test_daily_budget_closes_when_spend_reaches_it_even_without_a_cost_estimate() -> None:
+    """The gateway passes no cost estimate (0): spend equal to the budget must still refuse."""
+    t = TenantLimiter(TenantLimits(daily_budget_usd=1.0))
+    d = t.try_acquire(0.0, 10)
+    assert d.allowed and d.charge is not None
+    t.complete(0.0, d.charge, 10, cost_usd=1.0)
+    assert t.try_acquire(1.0, 10).reason == "budget"
+    assert not TenantLimiter(TenantLimits(daily_budget_usd=0.0)).try_acquire(0.0, 10).allowed
+
+
 def test_headers_as_openai_sends_them() -> None:
     t = TenantLimiter(TenantLimits(rpm=600, tpm=60_000))
     assert t.try_acquire(0.0, est_tokens=1200).allowed

@@ -100,8 +100,9 @@ if maxc > 0 then
   redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now)
   if redis.call('ZCARD', KEYS[3]) >= maxc then cblock = 1 end
 end
-if budget >= 0 and tonumber(redis.call('GET', KEYS[4]) or '0') + cost > budget then
-  bblock = 1
+if budget >= 0 then
+  local spent = tonumber(redis.call('GET', KEYS[4]) or '0')
+  if spent >= budget or spent + cost > budget then bblock = 1 end
 end
 local ok = 0
 if rwait <= 0 and twait <= 0 and cblock == 0 and bblock == 0 then

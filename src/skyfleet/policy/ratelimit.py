@@ -201,10 +201,10 @@ class TenantLimiter:
             waits.append((self.tokens.retry_after(now, est_tokens), "tokens"))
         if lim.max_concurrency is not None and self.in_flight >= lim.max_concurrency:
             waits.append((CONCURRENCY_RETRY_S, "concurrency"))
-        if (
-            lim.daily_budget_usd is not None
-            and self.spent_usd + est_cost_usd > lim.daily_budget_usd
-        ):
+        budget = lim.daily_budget_usd
+        if budget is not None and (
+            self.spent_usd >= budget or self.spent_usd + est_cost_usd > budget
+        ):  # spend that *reaches* the budget closes it (the gateway's estimate is 0)
             waits.append(((self.budget_day + 1) * DAY_S - now, "budget"))
         blocking = [(w, r) for w, r in waits if w > 0.0]
         if blocking:
