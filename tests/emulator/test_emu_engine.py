@@ -37,6 +37,20 @@ def test_admission_is_bounded_by_max_num_seqs() -> None:
     assert len(eng.running) == 4 and len(eng.waiting) == 6
 
 
+def test_a_request_never_joins_an_iteration_that_began_before_it_arrived() -> None:
+    """A driver running late steps with the iteration's start time: later arrivals wait."""
+    p = parse_profile_spec(H100)
+    eng = Engine(p)
+    a = eng.add(300, 3, arrival=0.0)
+    b = eng.add(200, 3, arrival=0.02)
+    r1 = eng.step(now=0.01)  # b arrived after this iteration began
+    assert r1.events == [(pytest.approx(p.prefill_time(300)), [a])]
+    assert list(eng.waiting) == [b]
+    assert [s for _, seqs in eng.step(now=0.019).events for s in seqs] == [a]  # still early
+    r2 = eng.step(now=0.03)
+    assert [seqs for _, seqs in r2.events] == [[b], [a]]  # b prefilled, then a decodes
+
+
 def test_iteration_time_is_the_profiles() -> None:
     p = parse_profile_spec(H100)
     eng = Engine(p)
@@ -78,17 +92,28 @@ def test_preemption_frees_blocks_and_resumes() -> None:
     assert eng.free_blocks == eng.total_blocks
 
 
-@pytest.mark.parametrize("load", [0.3, 0.5, 0.7])
-def test_engine_agrees_with_steady_state(load: float) -> None:
-    """The scheduler in virtual time reproduces skyfleet.perf.steady_state's means."""
+@pytest.mark.parametrize(
+    ("prompt", "output", "load"),
+    [
+        (500, 32, 0.3),
+        (500, 32, 0.5),
+        (500, 32, 0.7),
+        (500, 32, 0.85),  # prefill-heavy near saturation: batch far from Poisson
+        (2000, 64, 0.7),
+        (100, 256, 0.8),  # decode-heavy
+    ],
+)
+def test_engine_agrees_with_steady_state(prompt: int, output: int, load: float) -> None:
+    """The scheduler in virtual time reproduces skyfleet.perf.steady_state's means (long
+    runs: the sampling noise of 4000 requests is a few %)."""
     from skyfleet.perf import steady_state
 
     p = parse_profile_spec(H100)
-    sizes = RequestSizes(500, 32)
+    sizes = RequestSizes(prompt, output)
     rate = load * max_throughput(p, sizes)
     model = steady_state(p, rate, sizes)
     assert model.stable
-    run = run_poisson(p, rate, 500, 32, requests=3000, seed=1)
+    run = run_poisson(p, rate, prompt, output, requests=4000, seed=1)
     assert run.ttft_mean == pytest.approx(model.ttft_mean, rel=0.10)
     assert run.tpot_mean == pytest.approx(model.tpot_mean, rel=0.10)
     assert run.running_mean == pytest.approx(model.batch, rel=0.10)

@@ -50,6 +50,7 @@ class Sequence:
     admitted_order: int = 0
     preemptions: int = 0
     aborted: bool = False
+    arrival: float = 0.0  # when it was added, on the caller's clock (see Engine.step)
 
     @property
     def context(self) -> int:
@@ -108,13 +109,16 @@ class Engine:
         """Longest prompt + output one sequence may hold (context window and KV cache)."""
         return min(self.profile.max_context, self.total_blocks * self.block_size)
 
-    def add(self, prompt_tokens: int, max_output_tokens: int) -> Sequence:
-        """Queue a request; the caller has checked it fits `max_sequence_tokens`."""
+    def add(self, prompt_tokens: int, max_output_tokens: int, arrival: float = 0.0) -> Sequence:
+        """Queue a request; the caller has checked it fits `max_sequence_tokens`.
+
+        `arrival` (any clock the caller also passes to `step`) keeps a request that arrived
+        after an iteration's start out of that iteration."""
         if prompt_tokens < 1 or max_output_tokens < 1:
             raise ValueError("prompt and output must be ≥ 1 token")
         if prompt_tokens + max_output_tokens > self.max_sequence_tokens:
             raise ValueError("sequence longer than the context window / KV cache")
-        seq = Sequence(self._next_id, prompt_tokens, max_output_tokens)
+        seq = Sequence(self._next_id, prompt_tokens, max_output_tokens, arrival=arrival)
         seq.prefill_target = prompt_tokens
         self._next_id += 1
         self.waiting.append(seq)
@@ -159,8 +163,10 @@ class Engine:
         return victim
 
     # -- one iteration --------------------------------------------------------------------
-    def step(self) -> StepResult:
-        """Plan and account one iteration; returns its duration and emitted tokens."""
+    def step(self, now: float = math.inf) -> StepResult:
+        """Plan and account one iteration starting at `now`; returns its duration and
+        emitted tokens. Only requests with `arrival <= now` are admitted: a driver that
+        runs late must not let a request join an iteration that began before it arrived."""
         p = self.profile
         result = StepResult(0.0, 0, 0, 0)
         # Decoding sequences need a slot for their next token (may preempt the newest).
@@ -182,6 +188,8 @@ class Engine:
         # Admission: FIFO, whole prompt's blocks reserved up front, watermark kept free.
         while self.waiting and len(self.running) < self.max_num_seqs and budget > 0:
             s = self.waiting[0]
+            if s.arrival > now:
+                break  # FIFO: it and everyone behind it arrived after this iteration began
             need = self._blocks_for(s.prefill_target)
             reserve = self.watermark_blocks if self.running else 0
             if self.free_blocks - need < reserve:

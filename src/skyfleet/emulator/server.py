@@ -3,10 +3,13 @@
 The driver task plans an iteration with `Engine.step()`, then for each of its token events
 sleeps until the event's absolute wall deadline (iteration start + offset / time_scale;
 the next iteration starts at this one's deadline, so event-loop lag never accumulates),
-waking early by the timer lateness it has measured (releases are on time on average; the
-clock is `time.perf_counter`, finer than uvloop's millisecond loop clock), and releases the
-tokens to the waiting streams. Timings recorded in /metrics are emulated seconds (wall ×
-time_scale) measured at token release, loop lag included.
+waking early by the timer lateness it has measured and yielding to the loop until the
+deadline (a token is never released early; the clock is `time.perf_counter`, finer than
+uvloop's millisecond loop clock), and releases the tokens to the waiting streams. An
+iteration starting at deadline D admits only requests that arrived by D (stamped on
+arrival): one read late, while the driver caught up, waits for the next iteration.
+Timings recorded in /metrics are emulated seconds (wall × time_scale) measured at token
+release, loop lag included.
 """
 
 from __future__ import annotations
@@ -138,8 +141,13 @@ class EmulatorServer:
             if eng.idle:
                 self._wake.clear()
                 await self._wake.wait()
-                deadline = max(deadline, clock())
-            res = eng.step()
+            if not eng.running and eng.waiting:
+                # Nothing in flight: the engine starts when the oldest request arrived (not
+                # when the driver woke up), and never before it arrived.
+                deadline = max(deadline, eng.waiting[0].arrival)
+            # The iteration starts at `deadline`; a request that arrived after it (handled
+            # while the driver ran late) waits for the next one, as in the engine.
+            res = eng.step(deadline)
             factor, extra = self.faults.slow_params(self.now())
             if res.preempted:
                 m.preemptions += len(res.preempted)
@@ -161,9 +169,14 @@ class EmulatorServer:
                     await asyncio.sleep(delay)
                     late = clock() - target
                     self._lead = min(MAX_LEAD_S, max(0.0, 0.95 * self._lead + 0.05 * late))
+                # ...but never release a token before its deadline (a first token released
+                # early would make TTFT shorter than the prefill): yield to the loop for the
+                # rest of the early wake-up.
+                while clock() < deadline:
+                    await asyncio.sleep(0)
                 t = clock()
                 lag = t - deadline
-                m.loop_lag.observe(lag)  # signed: early wake-ups count negative
+                m.loop_lag.observe(lag)  # ≥ 0: releases are never early
                 m.loop_lag_max = max(m.loop_lag_max, lag)
                 self._release(seqs, t)
             deadline = start + res.duration * factor / scale + (extra if res.decode_batch else 0)
@@ -293,8 +306,9 @@ class EmulatorServer:
             await asyncio.sleep(slow.ttft_delay_s)
         cut_f = self.faults.first("cut", now)
         cut = cut_f.cut_after_tokens if cut_f is not None and self._hit(cut_f) else None
-        seq = self.engine.add(req.prompt_tokens, out)
-        st = Stream(seq, clock())
+        arrival = clock()
+        seq = self.engine.add(req.prompt_tokens, out, arrival)
+        st = Stream(seq, arrival)
         self._streams[seq.seq_id] = st
         self.metrics.prompt_tokens += req.prompt_tokens
         self._wake.set()
