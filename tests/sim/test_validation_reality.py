@@ -4,7 +4,10 @@ Three emulated providers (one Llama-3.1-8B@L4 replica each, `--time-scale 2`) be
 `skyfleet serve` with overload control on. A scripted open-loop load (Poisson, 60 s, a
 critical/standard/sheddable mix by tenant) runs while one provider is taken down for 25 s
 by fault injection. The request-level simulator runs the same fleet (the profile's timings
-divided by the emulators' time scale, i.e. in the same wall-clock frame), load and outage.
+divided by the emulators' time scale, i.e. in the same wall-clock frame; the gateway's
+routing, health and overload settings), the same load (every request's arrival time and
+class, replayed as a scripted trace) and the same outage (the emulator's `down` fault
+refuses new requests and lets running ones finish: `in_flight: finish`).
 SLO attainment and p99 TTFT must agree within TOLERANCE.
 """
 
@@ -23,15 +26,22 @@ import yaml
 
 from skyfleet.config import hash_key
 from skyfleet.perf import parse_profile_spec
-from skyfleet.sim import Fleet, ModelLoad, Slo, make_group, parse_scenario, simulate
+from skyfleet.sim import Fleet, ModelLoad, Slo, Trace, make_group, parse_scenario, simulate
+from skyfleet.sim.fluid import TPOT_TOLERANCE
 
 pytestmark = pytest.mark.slow
 
-# Target 15%. Measured on the shared 2-core dev machine over four runs: attainment 11-14%
-# apart (the simulator higher: it detects the outage at once, while the gateway ejects and
-# re-probes the endpoint, and client/gateway/emulators share two busy cores), p99 TTFT 2-15%
-# (p99 of ~1,100 requests is noisy). 20% keeps the test from flaking on a busy machine.
-TOLERANCE = 0.20
+# The issue's target, on attainment and on p99 TTFT. With the same requests (not a second
+# Poisson draw) the simulator is within 0-3% on attainment and 0-5% on p99 TTFT of each
+# real run (busy 2-core machine; docs/simulate.md has the runs). p99 TTFT is estimated on
+# both sides with the Harrell-Davis estimator: this script's top 1% is one burst of ~18
+# standard requests in two clusters (~2.2 s and ~2.65 s), so the plain 99th order
+# statistic jumps ~15% when a single request changes side; Harrell-Davis weights the order
+# statistics around it and estimates the same quantile without that jitter. The plain p99
+# is checked too, within PLAIN_P99_TOLERANCE (the height of that step plus margin).
+TOLERANCE = 0.15
+PLAIN_P99_TOLERANCE = 0.25
+SIM_SEEDS = range(1, 9)  # the simulator's routing randomness, averaged
 SPEC = "Llama-3.1-8B@L4"
 SCALE = 2.0
 DURATION = 60.0
@@ -41,6 +51,16 @@ SLO = Slo(ttft_s=1.0 / SCALE, tpot_s=0.2 / SCALE, percentile=0.99)  # wall-clock
 MIX = (0.2, 0.6, 0.2)
 PROVIDERS = ("alpha", "beta", "gamma")
 UTILISATION = 0.75  # of the three replicas' capacity at the SLO
+STEP = 5.0  # s: the simulator's reporting step (TPOT is judged per endpoint and step)
+ROUTING = {"scrape_interval_s": 0}
+HEALTH = {
+    "consecutive_failures": 1,
+    "base_ejection_s": 1.0,
+    "max_ejection_s": 2.0,
+    "probe_interval_s": 0.5,
+    "probe_timeout_s": 0.5,
+}
+OVERLOAD = {"enabled": True, "adaptive_concurrency": False}
 
 
 def scaled_profile():  # type: ignore[no-untyped-def]
@@ -57,13 +77,39 @@ def scaled_profile():  # type: ignore[no-untyped-def]
 
 
 def sim_fleet() -> Fleet:
+    """The fleet, with the gateway's settings and the scripted load as a trace."""
+    from skyfleet.config import HealthConfig, OverloadConfig, RoutingConfig
+    from skyfleet.gateway.overload import admission_settings
+
     prof = scaled_profile()
     ml = ModelLoad(
         "chat", "Llama-3.1-8B", np.array([0.0]), 3600.0, [(IN_TOK, OUT_TOK, 1.0)], SLO, MIX
     )
     groups = [make_group(p, ml, p, "r1", prof, [1], price=1.0) for p in PROVIDERS]
-    ml.demand_rps = np.array([UTILISATION * sum(g.capacity_rps for g in groups)])
-    return Fleet(groups, {"chat": ml}, 3600.0, "validation")
+    rate = UTILISATION * sum(g.capacity_rps for g in groups)
+    ml.demand_rps = np.array([rate])
+    times, prios = scripted_load(rate)
+    n = len(times)
+    ml.trace = Trace(
+        times, np.full(n, float(IN_TOK)), np.full(n, float(OUT_TOK)), "scripted", prios, DURATION
+    )
+    return Fleet(
+        groups,
+        {"chat": ml},
+        3600.0,
+        "validation",
+        admission=admission_settings(OverloadConfig(**OVERLOAD)),  # type: ignore[arg-type]
+        routing=RoutingConfig(**ROUTING),  # type: ignore[arg-type]
+        health=HealthConfig(**HEALTH),  # type: ignore[arg-type]
+    )
+
+
+def scripted_load(rate: float) -> tuple[np.ndarray, np.ndarray]:
+    """Poisson arrival times over DURATION and each request's class (0/1/2)."""
+    rng = np.random.default_rng(11)
+    times = np.cumsum(rng.exponential(1.0 / rate, size=int(rate * DURATION * 1.5)))
+    times = times[times < DURATION]
+    return times, rng.choice(3, size=len(times), p=MIX)
 
 
 @pytest.fixture
@@ -97,15 +143,9 @@ def live_fleet(tmp_path: Path) -> Iterator[tuple[str, list[object], dict[str, st
             "tenants": [
                 {"name": p, "api_keys": [hash_key(k)], "priority": p} for p, k in keys.items()
             ],
-            "routing": {"scrape_interval_s": 0},
-            "health": {
-                "consecutive_failures": 1,
-                "base_ejection_s": 1.0,
-                "max_ejection_s": 2.0,
-                "probe_interval_s": 0.5,
-                "probe_timeout_s": 0.5,
-            },
-            "overload": {"enabled": True, "adaptive_concurrency": False},
+            "routing": ROUTING,
+            "health": HEALTH,
+            "overload": OVERLOAD,
             "ledger": {"path": str(tmp_path / "ledger.sqlite")},
         }
         path = tmp_path / "fleet.yaml"
@@ -119,9 +159,10 @@ def live_fleet(tmp_path: Path) -> Iterator[tuple[str, list[object], dict[str, st
             e.stop()  # type: ignore[attr-defined]
 
 
-async def _one(
-    session: aiohttp.ClientSession, url: str, key: str, at: float, t0: float
-) -> tuple[str, float, float]:
+Outcome = tuple[str, float, float, str]  # status, TTFT, TPOT, endpoint
+
+
+async def _one(session: aiohttp.ClientSession, url: str, key: str, at: float, t0: float) -> Outcome:
     await asyncio.sleep(max(0.0, t0 + at - time.monotonic()))
     start = time.monotonic()
     body = {
@@ -131,40 +172,38 @@ async def _one(
         "messages": [{"role": "user", "content": "x" * (4 * (IN_TOK - 7))}],
     }
     first = None
+    bad = ("failed", float("nan"), float("nan"), "")
     try:
         async with session.post(
             url + "/chat/completions", json=body, headers={"Authorization": f"Bearer {key}"}
         ) as r:
             if r.status in (429, 503):
-                return "shed", float("nan"), float("nan")
+                return "shed", float("nan"), float("nan"), ""
             if r.status != 200:
-                return "failed", float("nan"), float("nan")
+                return bad
             n = 0
             async for line in r.content:
                 if not line.startswith(b"data: ") or line.startswith(b"data: [DONE]"):
                     continue
                 obj = json.loads(line[6:])
                 if "error" in obj:
-                    return "failed", float("nan"), float("nan")
+                    return bad
                 if obj.get("choices") and obj["choices"][0].get("delta", {}).get("content"):
                     n += 1
                     if first is None:
                         first = time.monotonic()
             end = time.monotonic()
             if first is None or n < OUT_TOK:
-                return "failed", float("nan"), float("nan")
-            return "served", first - start, (end - first) / max(OUT_TOK - 1, 1)
+                return bad
+            tpot = (end - first) / max(OUT_TOK - 1, 1)
+            return "served", first - start, tpot, r.headers.get("x-skyfleet-endpoint", "")
     except (TimeoutError, aiohttp.ClientError):
-        return "failed", float("nan"), float("nan")
+        return bad
 
 
 async def _drive(
-    url: str, keys: dict[str, str], emu: object, rate: float
-) -> list[tuple[str, float, float]]:
-    rng = np.random.default_rng(11)
-    times = np.cumsum(rng.exponential(1.0 / rate, size=int(rate * DURATION * 1.5)))
-    times = times[times < DURATION]
-    prios = rng.choice(3, size=len(times), p=MIX)
+    url: str, keys: dict[str, str], emu: object, times: np.ndarray, prios: np.ndarray
+) -> list[Outcome]:
     names = ("critical", "standard", "sheddable")
     conn = aiohttp.TCPConnector(limit=0)
     timeout = aiohttp.ClientTimeout(total=40)
@@ -176,37 +215,84 @@ async def _drive(
         )
 
 
+def p99(samples: np.ndarray) -> float:
+    """The 99th percentile by the Harrell-Davis estimator (a Beta-weighted mean of the
+    order statistics; see TOLERANCE)."""
+    from scipy.stats.mstats import hdquantiles
+
+    return float(hdquantiles(np.asarray(samples, dtype=float), [0.99])[0])
+
+
+def attainment(
+    at: np.ndarray, st: np.ndarray, ttft: np.ndarray, tpot: np.ndarray, ep: np.ndarray
+) -> tuple[float, np.ndarray]:
+    """Share served within the SLO, judged as the simulator does: TTFT per request, TPOT as
+    the mean per endpoint and step (the workload's TPOT objective is a mean); and per step."""
+    served = st == "served"
+    step = np.minimum((at // STEP).astype(np.int64), int(DURATION // STEP) - 1)
+    cells = {(int(s), str(e)) for s, e in zip(step[served], ep[served], strict=True)}
+    mean = {c: float(tpot[served & (step == c[0]) & (ep == c[1])].mean()) for c in cells}
+    tpot_ok = np.array(
+        [
+            ok and mean[(int(s), str(e))] <= SLO.tpot_s * TPOT_TOLERANCE
+            for ok, s, e in zip(served, step, ep, strict=True)
+        ]
+    )
+    ok = served & (ttft <= SLO.ttft_s) & tpot_ok
+    series = np.array([ok[step == k].mean() for k in range(int(DURATION // STEP))])
+    return float(ok.mean()), series
+
+
 def test_simulator_matches_gateway_and_emulators(
     live_fleet: tuple[str, list[object], dict[str, str]],
 ) -> None:
     url, emus, keys = live_fleet
     fleet = sim_fleet()
-    rate = float(fleet.models["chat"].demand_rps[0])
-    out = asyncio.run(_drive(url, keys, emus[0], rate))
+    tr = fleet.models["chat"].trace
+    assert tr is not None and tr.priorities is not None
+    out = asyncio.run(_drive(url, keys, emus[0], tr.times, tr.priorities))
     st = np.array([o[0] for o in out])
     ttft = np.array([o[1] for o in out])
-    tpot = np.array([o[2] for o in out])
     served = st == "served"
-    real_att = float((served & (ttft <= SLO.ttft_s) & (tpot <= SLO.tpot_s * 1.02)).mean())
-    real_p99 = float(np.quantile(ttft[served], 0.99))
+    real_att, real_series = attainment(
+        tr.times, st, ttft, np.array([o[2] for o in out]), np.array([o[3] for o in out])
+    )
+    real_p99 = p99(ttft[served])
+    real_plain = float(np.quantile(ttft[served], 0.99))
 
     sc = parse_scenario(
         {
             "horizon": DURATION,
-            "step": 5,
+            "step": STEP,
             "slo_target": 0.99,
             "provisioning": {"model_load": 0},
-            "outages": [{"provider": PROVIDERS[0], "start": OUTAGE[0], "duration": OUTAGE[1]}],
+            "outages": [
+                {
+                    "provider": PROVIDERS[0],
+                    "start": OUTAGE[0],
+                    "duration": OUTAGE[1],
+                    "in_flight": "finish",  # the emulator's `down` fault
+                }
+            ],
         }
     )
-    sims = [simulate(fleet, sc, "des", seed=s) for s in (1, 2)]
+    sims = [simulate(fleet, sc, "des", seed=s) for s in SIM_SEEDS]
+    assert all(r.total("arrivals") == len(out) for r in sims)  # the same requests
     sim_att = float(np.mean([r.slo_attainment for r in sims]))
-    sim_p99 = float(np.mean([r.ttft_percentile(0.99) for r in sims]))
+    sim_p99 = float(np.mean([p99(r.ttft_samples) for r in sims if r.ttft_samples is not None]))
+    sim_plain = float(np.mean([r.ttft_percentile(0.99) for r in sims]))
+    sim_series = np.mean([r.attainment_series() for r in sims], axis=0)
     report = (
-        f"reality: {len(out)} requests, attainment {real_att:.3f}, p99 TTFT {real_p99:.3f} s, "
-        f"shed {(st == 'shed').sum()}, failed {(st == 'failed').sum()}; simulator: attainment "
-        f"{sim_att:.3f}, p99 TTFT {sim_p99:.3f} s"
+        f"reality: {len(out)} requests, attainment {real_att:.3f}, p99 TTFT {real_p99:.3f} s "
+        f"(plain {real_plain:.3f} s), shed {(st == 'shed').sum()}, failed "
+        f"{(st == 'failed').sum()}; simulator: attainment {sim_att:.3f}, p99 TTFT "
+        f"{sim_p99:.3f} s (plain {sim_plain:.3f} s), shed "
+        f"{np.mean([r.total('shed') for r in sims]):.0f}, failed "
+        f"{np.mean([r.total('failed') for r in sims]):.0f}; attainment per {STEP:g} s "
+        "(reality/simulator): "
+        + " ".join(f"{a:.2f}/{b:.2f}" for a, b in zip(real_series, sim_series, strict=True))
     )
     print(report)
     assert abs(sim_att - real_att) / real_att <= TOLERANCE, report
     assert abs(sim_p99 - real_p99) / real_p99 <= TOLERANCE, report
+    assert abs(sim_plain - real_plain) / real_plain <= PLAIN_P99_TOLERANCE, report

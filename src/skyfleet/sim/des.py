@@ -4,9 +4,12 @@ Each replica is the emulator's pure continuous-batching `Engine` (the same sched
 `skyfleet emulate` runs), timed by the perf model. The gateway side is the real policy
 code: `policy.admission.decide` / `next_to_dispatch` with a `WaitQueue` per model (priority
 bands, deadlines), and `policy.route` over `EndpointState` snapshots (one per replica
-group; inside a group the least-loaded replica). Outages and preemptions take replicas down
-at their exact times: requests that already streamed a token fail, the others are retried
-(up to the routing config's `max_attempts`). Suited to hours at moderate rates.
+group; inside a group the least-loaded replica), `policy.health` (outlier ejection with
+back-off, /health probes, probation) and `policy.retry` (retry budget), all in simulated
+time. Outages and preemptions take replicas down at their exact times: requests that
+already streamed a token fail, the others are retried on another endpoint (or, for an
+outage with `in_flight: finish`, they complete); a group that went down is only known to
+be down once attempts on it fail or probes say so. Suited to hours at moderate rates.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from typing import Any, cast
 
 import numpy as np
 
-from skyfleet.config import RoutingConfig
+from skyfleet.config import HealthConfig, RoutingConfig
 from skyfleet.emulator.engine import Engine
 from skyfleet.policy import RequestFeatures, route
 from skyfleet.policy.admission import (
@@ -31,7 +34,9 @@ from skyfleet.policy.admission import (
     decide,
     next_to_dispatch,
 )
+from skyfleet.policy.health import EndpointHealth
 from skyfleet.policy.priority import Priority, WaitQueue
+from skyfleet.policy.retry import RetryBudget
 from skyfleet.sim import autoscale
 from skyfleet.sim.fleet import Fleet
 from skyfleet.sim.fluid import TPOT_TOLERANCE, _demand_steps, rate_at_concurrency
@@ -39,10 +44,14 @@ from skyfleet.sim.result import TTFT_EDGES, SimResult
 from skyfleet.sim.routing import endpoint_states
 from skyfleet.sim.scenario import Scenario
 from skyfleet.sim.timeline import Timeline
-from skyfleet.sim.trace import replay_arrivals
+from skyfleet.sim.trace import replay_index
 
 PENDING, SERVED, SHED, FAILED = 0, 1, 2, 3
-_STEP, _DOWNCHG, _PERIOD, _SCALE, _READY, _EXPIRE, _TICK = range(7)
+_STEP, _DOWNCHG, _PERIOD, _SCALE, _READY, _EXPIRE, _TICK, _PROBE = range(8)
+SERVICE_EMA = 0.05
+"""Weight of each completed request in the gateway's mean service time (as `overload.py`)."""
+PROBE_TICK_S = 0.25
+"""The gateway monitor's loop period: endpoints on probation are probed on every tick."""
 
 
 @dataclass(eq=False)
@@ -70,14 +79,18 @@ class _Arrivals:
         demand = _demand_steps(fleet, tl, edges, None)
         ts, ms, ins, outs, ps = [], [], [], [], []
         for k, (name, m) in enumerate(fleet.models.items()):
+            pr: np.ndarray | None = None
             if m.trace is not None:
-                t, i, o = replay_arrivals(m.trace, m.daily_volume, tl.horizon, rng)
+                t, src = replay_index(m.trace, m.daily_volume, tl.horizon, rng)
                 if tl.surges:  # thin or repeat by the surge multiplier
                     mult = np.array([tl.surge_at(name, float(x)) for x in t])
                     reps = np.floor(mult).astype(np.int64) + (
                         rng.random(len(t)) < mult - np.floor(mult)
                     )
-                    t, i, o = np.repeat(t, reps), np.repeat(i, reps), np.repeat(o, reps)
+                    t, src = np.repeat(t, reps), np.repeat(src, reps)
+                i, o = m.trace.input_tokens[src], m.trace.output_tokens[src]
+                if m.trace.priorities is not None:  # a scripted load names each class
+                    pr = np.asarray(m.trace.priorities, dtype=np.int64)[src]
             else:
                 counts = rng.poisson(demand[name] * step)
                 t = np.repeat(edges[:-1], counts) + rng.random(counts.sum()) * step
@@ -90,7 +103,7 @@ class _Arrivals:
             ms.append(np.full(len(t), k))
             ins.append(np.maximum(np.round(i), 1))
             outs.append(np.maximum(np.round(o), 1))
-            ps.append(rng.choice(3, size=len(t), p=mixp / mixp.sum()))
+            ps.append(rng.choice(3, size=len(t), p=mixp / mixp.sum()) if pr is None else pr)
         t = np.concatenate(ts)
         order = np.argsort(t, kind="stable")
         self.t = t[order]
@@ -116,6 +129,7 @@ def run_des(
     t_wall = time.perf_counter()
     adm = admission or fleet.admission or AdmissionSettings()
     rcfg = routing or fleet.routing or RoutingConfig()
+    hcfg = fleet.health or HealthConfig()
     dt = float(step or scenario.step)
     horizon = timeline.horizon
     T = math.ceil(horizon / dt - 1e-9)
@@ -135,6 +149,8 @@ def run_des(
     finish = np.full(N, np.nan)
     attempts = np.zeros(N, dtype=np.int64)
     served_group = np.full(N, -1, dtype=np.int64)
+    admitted_at = np.full(N, np.nan)
+    tried: dict[int, list[str]] = {}  # endpoints a retried request already failed on
 
     groups = fleet.groups
     G = len(groups)
@@ -155,6 +171,15 @@ def run_des(
         ]
     )
     queues: list[WaitQueue[int]] = [WaitQueue(adm.queue_size) for _ in models]
+    service_s = [0.0] * len(models)  # the gateway's EMA of admitted-to-finished seconds
+    health = [EndpointHealth() for _ in range(G)]
+    probe_at = [math.inf] * G
+    budget = RetryBudget(
+        rcfg.retry_budget_ratio,
+        rcfg.retry_budget_min,
+        rcfg.retry_budget_window_s,
+        rcfg.max_attempts,
+    )
     expiry_at: list[float] = [math.inf] * len(models)
     reps: list[list[Replica]] = [[] for _ in range(G)]
     extras = [0] * G
@@ -180,24 +205,64 @@ def run_des(
                 f *= 1.0 - d.fraction
         return 1.0 - f
 
+    def kills(gi: int, t: float) -> bool:
+        """Whether replicas of `gi` going down at `t` lose their running requests."""
+        return any(
+            d.fails_in_flight for d in timeline.downs if d.group == gi and d.start <= t < d.end
+        )
+
     def endpoint_refresh(k: int) -> None:
+        """The gateway's view of the model's groups: healthy unless ejected or probed down
+        (a group that went down unnoticed keeps its capacity until failures or probes
+        show it), in-flight counts including replicas that are draining."""
         for j, gi in enumerate(mgroups[k]):
-            ups = [r for r in reps[gi] if r.up and not r.draining]
+            active = [r for r in reps[gi] if not r.draining]
+            n_up = sum(1 for r in active if r.up)
             st = states[k][j]
-            st.healthy = bool(ups)
-            st.capacity = max(1, len(ups) * groups[gi].concurrency)
+            st.healthy = bool(active) and health[gi].routable(0.0)
+            st.capacity = max(1, (n_up or len(active)) * groups[gi].concurrency)
             st.in_flight = sum(r.in_flight for r in reps[gi])
 
     def fleet_load(k: int) -> FleetLoad:
+        """As the gateway's `OverloadController.fleet_load`: in flight, the healthy limit and
+        limit ÷ mean service time as the drain rate."""
         infl = lim = 0
-        rate = 0.0
-        for j, gi in enumerate(mgroups[k]):
+        for j in range(len(mgroups[k])):
             st = states[k][j]
             infl += st.in_flight
             if st.healthy:
                 lim += st.capacity
-                rate += route_rps[gi] * sum(1 for r in reps[gi] if r.up and not r.draining)
-        return FleetLoad(infl, lim, rate)
+        return FleetLoad(infl, lim, lim / service_s[k] if service_s[k] > 0 else 0.0)
+
+    def end(rid: int, how: int, now: float) -> None:
+        """A request ends; an admitted one updates the mean service time."""
+        status[rid] = how
+        finish[rid] = now
+        t_adm = admitted_at[rid]
+        if not math.isnan(t_adm):
+            k = int(arr.model[rid])
+            took = now - float(t_adm)
+            old = service_s[k]
+            service_s[k] = took if old <= 0 else old + SERVICE_EMA * (took - old)
+
+    def schedule_probe(gi: int, now: float) -> None:
+        """Next probe of `gi` on the monitor's grid: every `probe_interval_s`, and every tick
+        once an ejection has expired (probation)."""
+        h = health[gi]
+        nxt = (math.floor(now / hcfg.probe_interval_s + 1e-9) + 1) * hcfg.probe_interval_s
+        if h.ejected_until is not None:
+            at = max(h.ejected_until, now + 1e-9)
+            nxt = min(nxt, math.ceil(at / PROBE_TICK_S - 1e-9) * PROBE_TICK_S)
+        if nxt < probe_at[gi]:
+            probe_at[gi] = nxt
+            push(nxt, _PROBE, (gi, nxt))
+
+    def attempt_failed(gi: int, now: float) -> None:
+        """An attempt on `gi` failed on the endpoint's side: outlier detection counts it."""
+        ejected = sum(1 for h in health if h.ejected_until is not None)
+        may = ejected == 0 or (ejected + 1) * 100.0 <= hcfg.max_ejection_percent * G
+        if health[gi].on_failure(now, hcfg, may):
+            schedule_probe(gi, now)
 
     def start_step(r: Replica, now: float) -> None:
         if r.busy or not r.up or r.engine.idle:
@@ -211,13 +276,17 @@ def run_des(
         push(now + max(res.duration, 1e-6), _STEP, (r, r.version))
 
     def lose(r: Replica, now: float) -> None:
-        """Replica goes down: streamed requests fail, the others are retried."""
+        """Replica goes down: streamed requests fail, the others are retried. When the group
+        has no other replica up, each is a failed attempt for the gateway's outlier
+        detection (a partly lost group stands for endpoints that are still up)."""
+        whole = not any(x.up and not x.draining for x in reps[r.group] if x is not r)
         for rid in list(r.reqs.values()):
             if not math.isnan(first[rid]):
-                status[rid] = FAILED
-                finish[rid] = now
+                end(rid, FAILED, now)
             else:
                 retry.append(rid)
+            if whole:
+                attempt_failed(r.group, now)
         r.reqs.clear()
         r.engine = Engine(groups[r.group].profile)
         r.busy = False
@@ -245,8 +314,14 @@ def run_des(
         ups = [r for r in active if r.up]
         while len(downs) < want_down and ups:
             r = ups.pop(0)
-            lose(r, now)
-            r.up = False
+            if r.in_flight and not kills(gi, now):
+                # refuses new requests; those running finish (then it is removed)
+                r.draining = True
+                r = Replica(gi, Engine(groups[gi].profile), up=False)
+                reps[gi].append(r)
+            else:
+                lose(r, now)
+                r.up = False
             downs.append(r)
         while len(downs) > want_down:
             r = downs.pop()
@@ -255,19 +330,29 @@ def run_des(
             r.version += 1
 
     def send(k: int, rid: int, now: float) -> bool:
-        """Route one admitted request; False if no endpoint (request failed)."""
-        d = route(feats[k], states[k], rcfg, prng)
-        if d.endpoint is None:
-            status[rid] = FAILED
-            finish[rid] = now
-            return False
-        j = next(x for x, s in enumerate(states[k]) if s.name == d.endpoint)
-        gi = mgroups[k][j]
-        cands = [r for r in reps[gi] if r.up and not r.draining]
-        if not cands:
-            status[rid] = FAILED
-            finish[rid] = now
-            return False
+        """Route an admitted request as the gateway's `_forward` does: an attempt on a group
+        that is down (unnoticed) fails, counts for outlier detection and is retried on
+        another endpoint within the retry budget. False if the request failed."""
+        if math.isnan(admitted_at[rid]):
+            admitted_at[rid] = now
+            budget.record_request(now)
+        while True:
+            endpoint_refresh(k)
+            d = route(feats[k], states[k], rcfg, prng, exclude=tried.get(rid, ()), now=now)
+            if d.endpoint is None:
+                end(rid, FAILED, now)
+                return False
+            j = next(x for x, s in enumerate(states[k]) if s.name == d.endpoint)
+            gi = mgroups[k][j]
+            attempts[rid] += 1
+            cands = [r for r in reps[gi] if r.up and not r.draining]
+            if cands:
+                break
+            attempt_failed(gi, now)  # refused: the group is down
+            if not budget.try_retry(int(attempts[rid]), now):
+                end(rid, FAILED, now)
+                return False
+            tried.setdefault(rid, []).append(d.endpoint)
         r = min(cands, key=lambda x: x.in_flight)
         inp = int(arr.inp[rid])
         out = int(arr.out[rid])
@@ -277,7 +362,6 @@ def run_des(
             out = max(1, cap - inp)
         seq = r.engine.add(inp, out)
         r.reqs[seq.seq_id] = rid
-        attempts[rid] += 1
         served_group[rid] = gi
         states[k][j].in_flight += 1
         start_step(r, now)
@@ -318,14 +402,15 @@ def run_des(
             send(k, e.payload, now)
 
     def flush_retries(now: float) -> None:
+        """Attempts lost before their first token: the gateway retries them at once on
+        another endpoint (they keep their admission), within the retry budget."""
         while retry:
             rid = retry.pop()
-            k = int(arr.model[rid])
-            if attempts[rid] >= rcfg.max_attempts:
-                status[rid] = FAILED
-                finish[rid] = now
+            if not budget.try_retry(int(attempts[rid]), now):
+                end(rid, FAILED, now)
             else:
-                admit(k, rid, now)
+                tried.setdefault(rid, []).append(groups[int(served_group[rid])].name)
+                send(int(arr.model[rid]), rid, now)
 
     # -- initial state and scheduled events -----------------------------------------------
     for gi in range(G):
@@ -379,8 +464,7 @@ def run_des(
             for s in res.finished:
                 got = r.reqs.pop(s.seq_id, None)
                 if got is not None:
-                    status[got] = SERVED
-                    finish[got] = now
+                    end(got, SERVED, now)
                     done = True
             if r.draining and r.in_flight == 0:
                 if r in reps[r.group]:
@@ -400,9 +484,21 @@ def run_des(
             gis = [int(data)] if kind == _DOWNCHG else list(range(G))  # type: ignore[call-overload]
             for gi in gis:
                 reconcile(gi, now)
+                schedule_probe(gi, now)
             flush_retries(now)
             for k in range(len(models)):
                 drain_queue(k, now)
+        elif kind == _PROBE:
+            gi, at = cast(tuple[int, float], data)
+            if at != probe_at[gi]:
+                continue
+            probe_at[gi] = math.inf
+            h = health[gi]
+            ok = any(r.up and not r.draining for r in reps[gi])
+            h.on_probe(ok, now, hcfg)
+            if not (ok and h.routable(now)):
+                schedule_probe(gi, now)  # keep probing until it is back
+            drain_queue(gmodel[gi], now)
         elif kind == _READY:
             gi, n = cast(tuple[int, int], data)
             pending[gi] -= n

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from skyfleet.config import RoutingConfig
+from skyfleet.config import HealthConfig, RoutingConfig
 from skyfleet.errors import ConfigError, DoesNotFitError
 from skyfleet.perf import Profile, RequestSizes, default_profile, max_rate_at_slo, steady_state
 from skyfleet.policy.admission import AdmissionSettings
@@ -85,6 +85,7 @@ class Fleet:
     notes: list[str] = field(default_factory=list)
     admission: AdmissionSettings | None = None  # the gateway's overload settings (config)
     routing: RoutingConfig | None = None  # the gateway's routing settings (config)
+    health: HealthConfig | None = None  # the gateway's outlier ejection and probes (config)
 
     @property
     def providers(self) -> set[str]:
@@ -146,6 +147,7 @@ class Fleet:
             list(self.notes),
             self.admission,
             self.routing,
+            self.health,
         )
 
 
@@ -365,4 +367,4 @@ def fleet_from_config(config: object, workload: object) -> Fleet:
             "overload control is off in the config; simulated with the gateway's default "
             "admission (bounded queue, deadlines, shares)"
         )
-    return Fleet(groups, loads, period, "config", notes, admission, config.routing)
+    return Fleet(groups, loads, period, "config", notes, admission, config.routing, config.health)

@@ -9,7 +9,8 @@ groups by the gateway's pure `route` function (`FlowRouter`). Each group's laten
 from the perf model's steady state at its per-replica rate: TTFT = gateway wait + base +
 an exponential queueing tail of mass ρ (prefill share), the same form `perf.steady_state`
 uses for its percentiles. When replicas go down, their in-flight requests fail if they had
-started streaming and are retried otherwise. Cost is replicas × price × time.
+started streaming and are retried otherwise (unless the outage lets them finish). Cost
+is replicas × price × time.
 """
 
 from __future__ import annotations
@@ -180,6 +181,10 @@ def run_fluid(
     for i, g in enumerate(groups):
         planned[:, i] = g.replicas[period_idx % len(g.replicas)]
     up = timeline.up_matrix(G, edges)
+    keeps = np.zeros((T, G), dtype=bool)  # replicas lost in this step let running requests end
+    for d in timeline.downs:
+        if not d.fails_in_flight and d.start < horizon:
+            keeps[min(int(d.start // dt), T - 1), d.group] = True
     demand = _demand_steps(fleet, timeline, edges, None)
 
     # -- outputs -------------------------------------------------------------------------
@@ -229,6 +234,7 @@ def run_fluid(
         upf = up[t]
         # failures: replicas lost since the last step take their in-flight requests
         drop = np.where(prev_up > 0, np.clip(1.0 - upf / np.maximum(prev_up, 1e-12), 0, 1), 0.0)
+        drop[keeps[t]] = 0.0
         prev_up = upf
         n_up = (planned[t] + extras) * upf
         rate_caps = n_up * route_rps

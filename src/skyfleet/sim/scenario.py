@@ -77,8 +77,11 @@ def _positive(v: Any) -> float:
 class Outage(_Base):
     """A provider (or one of its regions) loses `fraction` of its serving capacity.
 
-    `kind: capacity` takes replicas down (in-flight streams on them fail); `kind:
-    control_plane` also blocks new replicas in that provider until the outage ends.
+    `kind: capacity` takes replicas down; `kind: control_plane` also blocks new replicas in
+    that provider until the outage ends. `in_flight: fail` (default): requests running on
+    the lost replicas fail if they streamed a token and are retried otherwise (the replica
+    died); `in_flight: finish`: the replicas refuse new requests while those already running
+    complete (a partition of new connections, a drain; the emulator's `down` fault).
     """
 
     name: str = ""
@@ -89,6 +92,7 @@ class Outage(_Base):
     duration: float
     fraction: float = Field(default=1.0, gt=0, le=1)
     kind: Literal["capacity", "control_plane"] = "capacity"
+    in_flight: Literal["fail", "finish"] = "fail"
 
     _s = field_validator("start", mode="before")(_nonneg)
     _d = field_validator("duration", mode="before")(_positive)

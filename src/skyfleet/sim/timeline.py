@@ -27,7 +27,7 @@ class Down:
     end: float
     fraction: float
     cause: str  # outage label or "preemption"
-    fails_in_flight: bool = True
+    fails_in_flight: bool = True  # False: running requests complete, new ones are refused
 
 
 @dataclass(frozen=True)
@@ -119,7 +119,9 @@ def resolve(scenario: Scenario, fleet: Fleet, horizon: float | None = None) -> T
                 continue
             if o.model and g.model != o.model:
                 continue
-            tl.downs.append(Down(i, o.start, end, o.fraction, o.label))
+            tl.downs.append(
+                Down(i, o.start, end, o.fraction, o.label, fails_in_flight=o.in_flight == "fail")
+            )
         if o.kind == "control_plane":
             for p in sorted(fleet.providers) if provider == ALL else [provider]:
                 tl.lockouts.append((p, o.start, o.end))

@@ -37,13 +37,18 @@ class Trace:
     input_tokens: np.ndarray
     output_tokens: np.ndarray
     source: str = ""
+    priorities: np.ndarray | None = None  # per request 0/1/2 (critical/standard/sheddable)
+    period_s: float | None = None  # repeats after this (default: its span)
 
     def __len__(self) -> int:
         return len(self.times)
 
     @property
     def span(self) -> float:
-        """Seconds the trace covers (at least 1)."""
+        """Seconds after which the trace repeats: `period_s`, else the time of its last
+        request (at least 1)."""
+        if self.period_s is not None:
+            return max(float(self.period_s), 1e-9)
         return max(float(self.times[-1]) if len(self.times) else 0.0, 1.0)
 
     def scale_for(self, daily_volume: float) -> float:
@@ -142,13 +147,22 @@ def replay_arrivals(
     trace: Trace, daily_volume: float | None, horizon: float, rng: np.random.Generator
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Request-level arrivals (times, input, output) from a trace rescaled to a daily volume."""
+    times, idx = replay_index(trace, daily_volume, horizon, rng)
+    return times, trace.input_tokens[idx], trace.output_tokens[idx]
+
+
+def replay_index(
+    trace: Trace, daily_volume: float | None, horizon: float, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """Request-level arrival times from a trace rescaled to a daily volume, and for each the
+    index of the trace request it replays (sorted by time). Without a daily volume every
+    trace request is replayed once, at its own time (a scripted load)."""
     k = 1.0 if daily_volume is None else trace.scale_for(daily_volume)
     reps = int(np.ceil(horizon / trace.span))
     t = (trace.times[None, :] + trace.span * np.arange(reps)[:, None]).ravel()
-    inp = np.tile(trace.input_tokens, reps)
-    out = np.tile(trace.output_tokens, reps)
+    src = np.tile(np.arange(len(trace)), reps)
     keep = t < horizon
-    t, inp, out = t[keep], inp[keep], out[keep]
+    t, src = t[keep], src[keep]
     copies = np.floor(k).astype(np.int64) + (rng.random(len(t)) < (k - np.floor(k)))
     idx = np.repeat(np.arange(len(t)), copies)
     # the copies of a trace request spread over the gap to the next one: the local rate is
@@ -156,4 +170,4 @@ def replay_arrivals(
     gaps = np.diff(t, append=t[-1] + (trace.span / max(len(trace), 1))) if len(t) else t
     times = t[idx] + rng.random(len(idx)) * (gaps[idx] if k > 1 else 0.0)
     order = np.argsort(times, kind="stable")
-    return times[order], inp[idx][order], out[idx][order]
+    return times[order], src[idx][order]
