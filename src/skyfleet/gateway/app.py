@@ -70,6 +70,14 @@ class AttemptFailed(Exception):
 
 
 @dataclass(slots=True)
+class OpenedStream:
+    """An upstream stream whose first bytes arrived but that reached no client yet."""
+
+    up: aiohttp.ClientResponse
+    first: bytes
+
+
+@dataclass(slots=True)
 class Call:
     """Per-request context carried through the attempts."""
 
@@ -586,12 +594,23 @@ class Gateway:
     async def _attempt_stream(
         self, request: web.Request, call: Call, ep: LiveEndpoint
     ) -> web.StreamResponse:
+        opened = await self._open_stream(call, ep)
+        if isinstance(opened, web.Response):
+            return opened
+        return await self._commit_stream(request, call, ep, opened)
+
+    async def _open_stream(self, call: Call, ep: LiveEndpoint) -> OpenedStream | web.Response:
+        """Send the request and wait for the first bytes; nothing reaches the client yet.
+
+        Failures before this point raise AttemptFailed (retryable); an upstream error status
+        comes back as the response to pass on. On success the endpoint's in-flight count
+        stays raised until `_commit_stream` ends.
+        """
         assert self.session is not None
-        s = ep.state
-        rec = call.rec
+        s, rec = ep.state, call.rec
         s.in_flight += 1
         up: aiohttp.ClientResponse | None = None
-        clean = False
+        ok = False
         try:
             try:
                 up = await self.session.post(
@@ -619,18 +638,31 @@ class Gateway:
                 raise AttemptFailed(
                     "upstream_connect", f"endpoint {ep.cfg.name} failed: {type(e).__name__}"
                 ) from None
-            ctype = up.headers.get("Content-Type", "")
             head = first.lstrip()
             if (
                 not first
-                or "text/event-stream" not in ctype
+                or "text/event-stream" not in up.headers.get("Content-Type", "")
                 or not head.startswith((b"data:", b":", b"event:", b"id:"))
             ):
                 raise AttemptFailed(
                     "upstream_garbage",
                     f"endpoint {ep.cfg.name} returned an invalid stream (not server-sent events)",
                 )
-            # Commit: from here on bytes reach the client and no retry is possible.
+            ok = True
+            return OpenedStream(up, first)
+        finally:
+            if not ok:
+                s.in_flight -= 1
+                if up is not None:
+                    up.close()
+
+    async def _commit_stream(
+        self, request: web.Request, call: Call, ep: LiveEndpoint, opened: OpenedStream
+    ) -> web.StreamResponse:
+        """Relay an opened stream to the client: from here on no retry is possible."""
+        rec = call.rec
+        clean = False
+        try:
             out = web.StreamResponse(
                 status=200,
                 headers={
@@ -644,15 +676,14 @@ class Gateway:
             call.committed = True
             await out.prepare(request)
             rec.ttft_s = time.monotonic() - call.t0
-            clean = await self._relay(out, up, first, call, ep)
+            clean = await self._relay(out, opened.up, opened.first, call, ep)
             return out
         finally:
-            s.in_flight -= 1
-            if up is not None:
-                if clean:
-                    up.release()
-                else:
-                    up.close()
+            ep.state.in_flight -= 1
+            if clean:
+                opened.up.release()
+            else:
+                opened.up.close()
 
     async def _relay(
         self,

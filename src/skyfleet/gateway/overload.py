@@ -23,14 +23,13 @@ from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, TypeVar
 
-import aiohttp
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from skyfleet.config import FleetConfig, OverloadConfig, TenantConfig
-from skyfleet.gateway.app import PATHS, AttemptFailed, Call, Gateway, _bearer
+from skyfleet.gateway.app import AttemptFailed, Call, Gateway, OpenedStream, _bearer
 from skyfleet.gateway.fleet import Fleet, LiveEndpoint
 from skyfleet.gateway.ledger import UsageRecord
 from skyfleet.policy.admission import (
@@ -522,14 +521,6 @@ def _reject(d: AdmissionDecision, tenant: TenantConfig | None, prio: Priority) -
     return AdmissionDecision(d.action, d.status, ra, msg, headers)
 
 
-@dataclass(slots=True)
-class _Opened:
-    """An upstream stream whose first bytes arrived but that reached no client yet."""
-
-    up: aiohttp.ClientResponse
-    first: bytes
-
-
 class OverloadGateway(Gateway):
     """The gateway with overload control plugged in (admission, limits, hedging, headers)."""
 
@@ -657,7 +648,7 @@ class OverloadGateway(Gateway):
     @staticmethod
     def _discard(result: object, ep: LiveEndpoint) -> None:
         """Release an attempt result that will not be used (an opened upstream stream)."""
-        if isinstance(result, _Opened):
+        if isinstance(result, OpenedStream):
             ep.state.in_flight -= 1
             result.up.close()
 
@@ -699,90 +690,6 @@ class OverloadGateway(Gateway):
         if call.rec.ttft_s is not None:
             self.overload.on_latency(ep, call.t0 + call.rec.ttft_s - t)
         return out
-
-    async def _open_stream(self, call: Call, ep: LiveEndpoint) -> _Opened | web.Response:
-        """Send the request and wait for the first bytes; nothing reaches the client yet.
-
-        Mirrors the pre-commit half of `Gateway._attempt_stream` so two attempts can race.
-        """
-        assert self.session is not None
-        s, rec = ep.state, call.rec
-        s.in_flight += 1
-        up: aiohttp.ClientResponse | None = None
-        ok = False
-        try:
-            try:
-                up = await self.session.post(
-                    ep.cfg.url + PATHS[call.kind],
-                    data=self._upstream_body(call, ep),
-                    headers=ep.headers,
-                    timeout=ep.timeout,
-                )
-                if up.status != 200:
-                    data = await up.read()
-                    self._status_failure(ep, up.status, data, up.headers)
-                    self._outcome(ep, f"client_{up.status}", False)
-                    rec.status, rec.error = up.status, f"upstream_{up.status}"
-                    return web.Response(
-                        status=up.status,
-                        body=data,
-                        headers={"Content-Type": up.headers.get("Content-Type", "text/plain")},
-                    )
-                first = await up.content.readany()
-            except TimeoutError:
-                raise AttemptFailed(
-                    "upstream_timeout", f"endpoint {ep.cfg.name} timed out", status=504
-                ) from None
-            except (aiohttp.ClientError, OSError) as e:
-                raise AttemptFailed(
-                    "upstream_connect", f"endpoint {ep.cfg.name} failed: {type(e).__name__}"
-                ) from None
-            head = first.lstrip()
-            if (
-                not first
-                or "text/event-stream" not in up.headers.get("Content-Type", "")
-                or not head.startswith((b"data:", b":", b"event:", b"id:"))
-            ):
-                raise AttemptFailed(
-                    "upstream_garbage",
-                    f"endpoint {ep.cfg.name} returned an invalid stream (not server-sent events)",
-                )
-            ok = True
-            return _Opened(up, first)
-        finally:
-            if not ok:
-                s.in_flight -= 1
-                if up is not None:
-                    up.close()
-
-    async def _commit_stream(
-        self, request: web.Request, call: Call, ep: LiveEndpoint, opened: _Opened
-    ) -> web.StreamResponse:
-        """Relay an opened stream to the client (the commit half of `_attempt_stream`)."""
-        rec = call.rec
-        clean = False
-        try:
-            out = web.StreamResponse(
-                status=200,
-                headers={
-                    "Content-Type": "text/event-stream",
-                    "Cache-Control": "no-cache",
-                    "x-request-id": rec.request_id,
-                    "x-skyfleet-endpoint": ep.cfg.name,
-                    "x-skyfleet-attempts": str(rec.attempts),
-                },
-            )
-            call.committed = True
-            await out.prepare(request)
-            rec.ttft_s = time.monotonic() - call.t0
-            clean = await self._relay(out, opened.up, opened.first, call, ep)
-            return out
-        finally:
-            ep.state.in_flight -= 1
-            if clean:
-                opened.up.release()
-            else:
-                opened.up.close()
 
 
 async def _cancel_all(tasks: set[asyncio.Future[T]]) -> None:
