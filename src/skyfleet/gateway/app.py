@@ -19,6 +19,7 @@ import orjson
 from aiohttp import web
 
 from skyfleet.config import FleetConfig, TenantConfig, load_config
+from skyfleet.dashboard.gateway import mount as mount_dashboard
 from skyfleet.errors import ConfigError
 from skyfleet.gateway.admission import Admission, AdmitAll
 from skyfleet.gateway.errors import error_body, error_response
@@ -132,6 +133,7 @@ class Gateway:
         app.router.add_get("/metrics", self._metrics)
         app.router.add_get("/admin/endpoints", self._admin_endpoints)
         app.router.add_post("/admin/reload", self._admin_reload)
+        mount_dashboard(app, self)  # /dashboard (skyfleet.dashboard; admin key)
         app.on_startup.append(self._on_startup)
         app.on_cleanup.append(self._on_cleanup)
         return app
