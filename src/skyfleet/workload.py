@@ -27,10 +27,10 @@ import math
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from skyfleet.errors import ConfigError
+from skyfleet.yamlio import read_yaml
 
 # Hourly multipliers (max 1.0), hour 0 = midnight local time of the service's main audience.
 # "chat": about 2:1 peak-to-trough, as the Azure 2024 conversation trace (research/planners.md).
@@ -344,17 +344,6 @@ def validation_message(path: str | Path, err: ValidationError) -> str:
     where = f"key '{key}'" if key else "top level"
     more = f" [+{err.error_count() - 1} more]" if err.error_count() > 1 else ""
     return f"{path}: {where}: {msg}{shown}{more}"
-
-
-def read_yaml(path: str | Path, what: str) -> Any:
-    """Parse a YAML file, or ConfigError naming the file."""
-    p = Path(path)
-    try:
-        return yaml.safe_load(p.read_text())
-    except OSError as e:
-        raise ConfigError(f"{p}: cannot read {what}: {e.strerror}") from e
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{p}: not valid YAML: {e}") from e
 
 
 def load_workload(path: str | Path) -> Workload:

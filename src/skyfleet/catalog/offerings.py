@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from skyfleet.catalog import get_accelerator
 from skyfleet.errors import ConfigError, UnknownNameError
+from skyfleet.yamlio import read_yaml
 
 TierName = Literal["on_demand", "spot", "reserved_1y", "reserved_3y", "owned"]
 TIER_NAMES: tuple[TierName, ...] = ("on_demand", "spot", "reserved_1y", "reserved_3y", "owned")
@@ -152,12 +153,7 @@ def load_offerings(extra: Sequence[str | Path] = ()) -> list[OfferingRow]:
     rows = shipped_rows()
     for path in extra:
         p = Path(path)
-        try:
-            data = yaml.safe_load(p.read_text())
-        except OSError as e:
-            raise ConfigError(f"{p}: cannot read offerings: {e.strerror}") from e
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{p}: not valid YAML: {e}") from e
+        data = read_yaml(p, "offerings")
         rows = merge_rows(rows, _rows(data, str(p)), str(p))
     where = ", ".join(["skyfleet/catalog/offerings.yaml", *map(str, extra)])
     return [_validate(r, where, i) for i, r in enumerate(rows)]

@@ -13,10 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from skyfleet.errors import ConfigError
+from skyfleet.yamlio import read_yaml
 
 FaultKind = Literal["down", "error", "slow", "hang", "cut", "throttle", "clear"]
 
@@ -143,12 +143,7 @@ def parse_fault(data: object, where: str = "fault") -> Fault:
 def load_drill(path: str | Path) -> list[Fault]:
     """A chaos drill file: YAML `faults:` list (or a bare list) of timed faults."""
     p = Path(path)
-    try:
-        data = yaml.safe_load(p.read_text())
-    except OSError as e:
-        raise ConfigError(f"{p}: cannot read fault drill: {e.strerror}") from e
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{p}: not valid YAML: {e}") from e
+    data = read_yaml(p, "fault drill")
     items = data.get("faults") if isinstance(data, dict) else data
     if not isinstance(items, list):
         raise ConfigError(f"{p}: key 'faults': expected a list of faults")

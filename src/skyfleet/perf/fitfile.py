@@ -6,7 +6,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from skyfleet.errors import ConfigError
@@ -17,6 +16,7 @@ from skyfleet.perf.profile import (
     fit_profile,
     parse_profile_spec,
 )
+from skyfleet.yamlio import read_yaml
 
 
 class PointsFile(BaseModel):
@@ -64,12 +64,7 @@ class FitResult:
 def load_points(path: str | Path) -> PointsFile:
     """Parse a points file; errors name the file and the key."""
     p = Path(path)
-    try:
-        data = yaml.safe_load(p.read_text())
-    except OSError as e:
-        raise ConfigError(f"{p}: cannot read points file: {e.strerror}") from e
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{p}: not valid YAML/JSON: {e}") from e
+    data = read_yaml(p, "points file")
     try:
         return PointsFile.model_validate(data)
     except ValidationError as e:

@@ -200,14 +200,12 @@ class Profile(BaseModel):
     @classmethod
     def load(cls, path: str | Path) -> Profile:
         """Load a profile from YAML; errors name the file and the key."""
-        p = Path(path)
-        try:
-            data = yaml.safe_load(p.read_text())
-        except OSError as e:
-            raise ConfigError(f"{p}: cannot read profile: {e.strerror}") from e
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{p}: not valid YAML: {e}") from e
         from pydantic import ValidationError
+
+        from skyfleet.yamlio import read_yaml
+
+        p = Path(path)
+        data = read_yaml(p, "profile")
 
         try:
             return cls.model_validate(data)

@@ -15,7 +15,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from skyfleet.errors import ConfigError
-from skyfleet.workload import read_yaml, validation_message
+from skyfleet.workload import validation_message
+from skyfleet.yamlio import read_yaml
 
 Tier = Literal["on_demand", "spot", "reserved_1y", "reserved_3y", "owned"]
 Resilience = Literal["provider", "region", "none"]
