@@ -19,6 +19,13 @@ bench_app = typer.Typer(
 )
 
 _URL = typer.Argument(..., help="base URL, e.g. http://127.0.0.1:8000 (with or without /v1)")
+_MODEL = typer.Option(None, "--model", help="model id (default: first served)")
+_API_KEY = typer.Option(
+    None, "--api-key", envvar="SKYFLEET_API_KEY", help="Bearer key (env SKYFLEET_API_KEY)"
+)
+_HEADER = typer.Option([], "--header", help="extra header KEY:VALUE (repeat)")
+_API = typer.Option("chat", "--api", help="chat or completions")
+_TIMEOUT = typer.Option(120.0, "--timeout", help="per-request timeout, s")
 
 
 def _target(
@@ -138,14 +145,12 @@ def register(app: typer.Typer) -> None:
 @bench_app.command("run")
 def run_cmd(
     url: str = _URL,
-    model: str | None = typer.Option(None, "--model", help="model id (default: first served)"),
-    api_key: str | None = typer.Option(
-        None, "--api-key", envvar="SKYFLEET_API_KEY", help="Bearer key (env SKYFLEET_API_KEY)"
-    ),
-    header: list[str] = typer.Option([], "--header", help="extra header KEY:VALUE (repeat)"),
-    api: str = typer.Option("chat", "--api", help="chat or completions"),
+    model: str | None = _MODEL,
+    api_key: str | None = _API_KEY,
+    header: list[str] = _HEADER,
+    api: str = _API,
     stream: bool = typer.Option(True, "--stream/--no-stream", help="stream tokens (TTFT, ITL)"),
-    timeout: float = typer.Option(120.0, "--timeout", help="per-request timeout, s"),
+    timeout: float = _TIMEOUT,
     rate: float | None = typer.Option(None, "--rate", help="open loop: mean req/s"),
     arrival: str = typer.Option("poisson", "--arrival", help="constant, poisson or gamma"),
     burstiness: float = typer.Option(1.0, "--burstiness", help="gamma shape (CV = 1/√b)"),
@@ -237,13 +242,11 @@ def run_cmd(
 @bench_app.command("sweep")
 def sweep_cmd(
     url: str = _URL,
-    model: str | None = typer.Option(None, "--model", help="model id (default: first served)"),
-    api_key: str | None = typer.Option(
-        None, "--api-key", envvar="SKYFLEET_API_KEY", help="Bearer key (env SKYFLEET_API_KEY)"
-    ),
-    header: list[str] = typer.Option([], "--header", help="extra header KEY:VALUE (repeat)"),
-    api: str = typer.Option("chat", "--api", help="chat or completions"),
-    timeout: float = typer.Option(120.0, "--timeout", help="per-request timeout, s"),
+    model: str | None = _MODEL,
+    api_key: str | None = _API_KEY,
+    header: list[str] = _HEADER,
+    api: str = _API,
+    timeout: float = _TIMEOUT,
     slo: str = typer.Option(..., "--slo", help="e.g. ttft=500ms,tpot=50ms"),
     percentile: float = typer.Option(99.0, "--slo-percentile", help="TTFT/E2E percentile"),
     input_len: str = typer.Option("256", "--input", help="prompt tokens: N, LO-HI, normal:M,S"),
