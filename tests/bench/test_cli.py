@@ -77,3 +77,29 @@ def test_ctrl_c_prints_partial_results(echo: EchoServer, tmp_path: Path) -> None
     assert "interrupted" in out and "TTFT" in out
     data = json.loads(j.read_text())
     assert data["interrupted"] is True and data["summary"]["completed"] > 0
+
+
+def test_sweep_fits_a_profile_and_says_when_the_limit_was_not_reached(
+    echo: EchoServer, tmp_path: Path
+) -> None:
+    """A loose SLO that every rate meets: the sweep tries the throughput run's rate too,
+    reports it, and warns that the limit lies above; the fitted profile loads."""
+    from skyfleet.perf import Profile
+
+    j, prof = tmp_path / "s.json", tmp_path / "fit.yaml"
+    out = _run(
+        "sweep", echo.url, "--slo", "ttft=5s,tpot=1s", "--input", "64", "--output", "8",
+        "--steps", "1", "--refine", "1", "--requests", "20", "--sync-requests", "3",
+        "--max-concurrency", "4", "--fit", "Llama-3.1-8B@H100",
+        "--profile-out", str(prof), "--json", str(j),
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    data = json.loads(j.read_text())
+    kinds = [p["kind"] for p in data["points"]]
+    assert kinds[:5] == ["probe"] * 4 + ["context"] and kinds.count("rate") == 2
+    assert all(p["meets_slo"] for p in data["points"] if p["kind"] == "rate")
+    r_max = data["points"][-1]["offered_rate"]
+    assert data["max_rate_at_slo"] == pytest.approx(r_max)
+    assert "the limit is above" in out.stdout
+    assert data["fit"]["method"] in ("iterations", "tpot")
+    assert Profile.load(prof).source == "bench"

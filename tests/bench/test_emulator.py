@@ -47,7 +47,15 @@ TRUE = default_profile("Llama-3.1-8B", "H100-SXM-80GB").model_copy(
         "source": "test",
     }
 )
+PARAMS = (
+    "prefill_base_s",
+    "prefill_per_token_s",
+    "decode_base_s",
+    "decode_per_seq_s",
+    "decode_per_ctx_token_s",
+)
 PROMPT, OUTPUT = 512, 32
+TIME_SCALE = 5.0  # the emulator runs 5× faster than the profile's time
 CHAT_OVERHEAD = 7  # the emulator's chat framing tokens (docs/emulator.md)
 
 
@@ -74,7 +82,7 @@ async def calibrate(t: Target, ts: float) -> float:
 
 @pytest.fixture(scope="module")
 def slow_emu(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[EmulatorProcess, float]]:
-    ts = 5.0
+    ts = TIME_SCALE
     emu = _emulator(tmp_path_factory.mktemp("emu4"), ts)
     try:
         yield emu, ts
@@ -197,21 +205,27 @@ def test_sweep_finds_the_models_max_rate(swept: tuple[SweepResult, float]) -> No
 def test_fitted_profile_reproduces_the_emulator(
     swept: tuple[SweepResult, float], tmp_path: Path
 ) -> None:
+    """Every timing parameter within 10 % (the issue's bar), what plans use — the decode
+    step and prefill over the measured range — within 5 %, and the client's overhead
+    measured apart from the engine (not folded into prefill_base_s)."""
     res, overhead = swept
     fit = res.profile
-    assert fit is not None and fit.source == "bench"
-    assert fit.decode_base_s == pytest.approx(TRUE.decode_base_s, rel=0.10)
-    assert fit.prefill_per_token_s == pytest.approx(TRUE.prefill_per_token_s, rel=0.10)
-    # decode step and prefill predicted over the measured range
-    for b, tol in ((1, 0.10), (4, 0.10), (12, 0.20)):
+    assert fit is not None and fit.source == "bench" and res.fit_method == "iterations"
+    report = {k: round(getattr(fit, k) / getattr(TRUE, k), 3) for k in PARAMS}
+    print(f"fitted/true {report}; overhead fit {res.client_overhead_s} floor {overhead}")
+    for k in PARAMS:
+        assert getattr(fit, k) == pytest.approx(getattr(TRUE, k), rel=0.10), report
+    for b in (1, 4, 12):
         c = b * (PROMPT + CHAT_OVERHEAD + OUTPUT / 2)
-        assert fit.decode_step_time(b, c) == pytest.approx(TRUE.decode_step_time(b, c), rel=tol)
-    # prefill as the client sees it includes the per-request client/server overhead
+        assert fit.decode_step_time(b, c) == pytest.approx(TRUE.decode_step_time(b, c), rel=0.05)
     for n in (512, 2048):
-        assert fit.prefill_time(n) - overhead == pytest.approx(TRUE.prefill_time(n), rel=0.20)
+        assert fit.prefill_time(n) == pytest.approx(TRUE.prefill_time(n), rel=0.05)
+    # the idle floor (fastest tiny request) ≤ the typical overhead, within a few wall ms
+    assert res.client_overhead_s is not None
+    assert overhead * 0.5 <= res.client_overhead_s <= overhead + 0.003 * TIME_SCALE
     sizes = RequestSizes(PROMPT + CHAT_OVERHEAD, OUTPUT)
     assert max_rate_at_slo(fit, sizes, 10.0, 0.08) == pytest.approx(
-        max_rate_at_slo(TRUE, sizes, 10.0, 0.08), rel=0.15
+        max_rate_at_slo(TRUE, sizes, 10.0, 0.08), rel=0.05
     )
     # it round-trips as a profile the planner and simulator load
     fit.save(tmp_path / "fit.yaml")

@@ -139,3 +139,24 @@ async def test_raw_client_parses_chunked_bodies() -> None:
     assert not fut.done()
     c.data_received(b"lo\r\n6\r\n world\r\n0\r\n\r\n")
     assert fut.result() == (200, b"hello world")
+
+
+async def test_cooldown_keeps_the_load_on_but_is_not_measured(echo: EchoServer) -> None:
+    t = await _target(echo.url)
+    load = Load(concurrency=3, num_requests=12, warmup_requests=2, cooldown_requests=4)
+    rr = await run_load(t, SyntheticRequests(8, 3), load)
+    assert len(rr.results) == 18 and all(r.ok for r in rr.results)
+    assert [r.index for r in rr.results if r.cooldown] == [14, 15, 16, 17]
+    assert rr.summary().requests == 12
+    with pytest.raises(SkyfleetError, match="cool-down"):
+        Load(concurrency=1, num_requests=1, cooldown_requests=-1)
+
+
+async def test_exact_rate_sends_the_asked_mean_rate(echo: EchoServer) -> None:
+    """A short seeded Poisson run misses its rate by ~1/√n; `exact_rate` hits it."""
+    t = await _target(echo.url, stream=False)
+    load = Load(rate=200.0, num_requests=40, seed=5, exact_rate=True)
+    rr = await run_load(t, SyntheticRequests(8, 1), load)
+    planned = sorted(r.planned for r in rr.results)
+    assert planned[-1] == pytest.approx(40 / 200.0, rel=1e-9)
+    assert Load(rate=200.0, num_requests=40, seed=5).describe()["exact_rate"] is False

@@ -161,6 +161,17 @@ def run_cmd(
     requests: int | None = typer.Option(None, "--requests", help="measured request count"),
     warmup: float = typer.Option(0.0, "--warmup", help="warm-up seconds (not measured)"),
     warmup_requests: int = typer.Option(0, "--warmup-requests", help="warm-up requests"),
+    cooldown: float = typer.Option(
+        0.0,
+        "--cooldown",
+        help="cool-down seconds after the measured ones (not measured)",
+    ),
+    cooldown_requests: int = typer.Option(
+        0, "--cooldown-requests", help="cool-down requests after the measured ones"
+    ),
+    exact_rate: bool = typer.Option(
+        False, "--exact-rate", help="rescale the seeded gaps to hit --rate exactly (count runs)"
+    ),
     input_len: str = typer.Option("256", "--input", help="prompt tokens: N, LO-HI, normal:M,S"),
     output_len: str = typer.Option("128", "--output", help="output tokens: N, LO-HI, normal:M,S"),
     dataset: str | None = typer.Option(None, "--dataset", help="JSONL file, or 'sample'"),
@@ -200,6 +211,9 @@ def run_cmd(
         num_requests=requests,
         warmup_s=warmup,
         warmup_requests=warmup_requests,
+        cooldown_s=cooldown,
+        cooldown_requests=cooldown_requests,
+        exact_rate=exact_rate,
         seed=seed,
     )
     src: RequestSource = _source(dataset, input_len, output_len, seed, mix)(seed)
@@ -266,6 +280,9 @@ def sweep_cmd(
         None, "--fit", help="base profile MODEL@ACCEL[xN] (or YAML) to calibrate"
     ),
     profile_out: str | None = typer.Option(None, "--profile-out", help="fitted profile YAML"),
+    quadratic: bool = typer.Option(
+        False, "--quadratic-prefill", help="fit prefill's quadratic (attention) term too"
+    ),
     json_path: str | None = typer.Option(None, "--json", help="write every figure as JSON"),
     html_path: str | None = typer.Option(None, "--html", help="write a self-contained report"),
     png_path: str | None = typer.Option(None, "--png", help="write the sweep chart"),
@@ -305,6 +322,7 @@ def sweep_cmd(
         process=arrival,  # type: ignore[arg-type]
         seed=seed,
         time_scale=time_scale,
+        quadratic_prefill=quadratic,
     )
     tgt = _target(url, model, api_key, header, api, True, timeout)
     console = Console()
@@ -341,8 +359,13 @@ def sweep_cmd(
             f"fitted profile {p.name}: prefill {p.prefill_base_s * 1e3:.2f} ms + "
             f"{p.prefill_per_token_s * 1e6:.2f} µs/token; decode step {p.decode_base_s * 1e3:.2f}"
             f" ms + {p.decode_per_seq_s * 1e6:.1f} µs/seq + {p.decode_per_ctx_token_s * 1e9:.1f}"
-            " ns/context token"
+            f" ns/context token (fitted from {res.fit_method})"
         )
+        if res.client_overhead_s is not None:
+            console.print(
+                f"client + network overhead per request: {res.client_overhead_s * 1e3:.2f} ms"
+                " (in TTFT as you measured it; not part of the engine profile)"
+            )
         if profile_out:
             p.save(profile_out)
             console.print(f"wrote {profile_out}")

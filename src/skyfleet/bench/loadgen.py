@@ -23,7 +23,7 @@ from typing import Any, Literal
 import aiohttp
 import numpy as np
 
-from skyfleet.bench.arrivals import Process, arrivals_for
+from skyfleet.bench.arrivals import Process, arrivals_for, unit_gaps
 from skyfleet.bench.client import send, send_fast
 from skyfleet.bench.fastclient import FastHttp
 from skyfleet.bench.metrics import RequestResult, Slo, Summary, summarize
@@ -89,6 +89,11 @@ class Load:
     - With a rate, `concurrency` caps the requests in flight.
     The run stops after `num_requests` measured requests or `duration_s` measured seconds;
     warm-up (`warmup_s` seconds, or the first `warmup_requests`) comes first, not measured.
+    Cool-down (`cooldown_requests` more, or `cooldown_s` more seconds) keeps the load on
+    while the last measured requests finish, so they do not see the engine drain (GuideLLM's
+    cool-down); not measured either. `exact_rate` (a fixed rate and a request count)
+    rescales the seeded gaps so that the run's mean rate is exactly `rate`: a Poisson
+    process conditioned on its count, so a short run measures the rate asked, not ±1/√n.
     """
 
     rate: float | RateFn | None = None
@@ -99,6 +104,9 @@ class Load:
     num_requests: int | None = None
     warmup_s: float = 0.0
     warmup_requests: int = 0
+    cooldown_s: float = 0.0
+    cooldown_requests: int = 0
+    exact_rate: bool = False
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -110,6 +118,8 @@ class Load:
             raise SkyfleetError(f"rate must be > 0 req/s, got {self.rate}")
         if self.concurrency is not None and self.concurrency < 1:
             raise SkyfleetError(f"concurrency must be ≥ 1, got {self.concurrency}")
+        if min(self.warmup_s, self.warmup_requests, self.cooldown_s, self.cooldown_requests) < 0:
+            raise SkyfleetError("warm-up and cool-down must be ≥ 0")
         if self.burstiness <= 0:
             raise SkyfleetError(f"burstiness must be > 0, got {self.burstiness}")
 
@@ -130,6 +140,9 @@ class Load:
             "num_requests": self.num_requests,
             "warmup_s": self.warmup_s,
             "warmup_requests": self.warmup_requests,
+            "cooldown_s": self.cooldown_s,
+            "cooldown_requests": self.cooldown_requests,
+            "exact_rate": self.exact_rate,
             "seed": self.seed,
         }
 
@@ -191,12 +204,17 @@ class RunResult:
     def labels(self) -> list[str]:
         return sorted({r.label for r in self.results})
 
+    def measured_window(self) -> tuple[float, float] | None:
+        """First measured send → last measured completion (s from the run's start)."""
+        rs = [r for r in self.results if r.measured and r.ok]
+        return (min(r.sent for r in rs), max(r.done for r in rs)) if rs else None
+
     def mean_batch(self) -> float | None:
         """Time-averaged `vllm:num_requests_running` over the measured window, if scraped."""
-        rs = [r for r in self.results if not r.warmup and r.ok]
-        if not rs or not self.batch_samples:
+        window = self.measured_window()
+        if window is None or not self.batch_samples:
             return None
-        lo, hi = min(r.sent for r in rs), max(r.done for r in rs)
+        lo, hi = window
         xs = [run for t, run, _ in self.batch_samples if lo <= t <= hi]
         return float(np.mean(xs)) if len(xs) >= 3 else None
 
@@ -232,8 +250,13 @@ def _schedule(load: Load, total: int | None, until: float) -> Iterator[float]:
             yield 0.0
         return
     rate = load.rate
-    fn: RateFn = rate if callable(rate) else (lambda _t: float(rate))
     rng = np.random.default_rng(load.seed)
+    if load.exact_rate and total and not callable(rate):
+        gaps = unit_gaps(load.process, total, rng, load.burstiness)
+        times = np.cumsum(gaps * (total / gaps.sum())) / rate
+        yield from (float(t) for t in times if t < until)
+        return
+    fn: RateFn = rate if callable(rate) else (lambda _t: float(rate))
     it = arrivals_for(fn, load.process, burstiness=load.burstiness, seed=rng, until=until)
     for n, t in enumerate(it):
         if total is not None and n >= total:
@@ -330,8 +353,10 @@ async def run_load(
     path = endpoint[len(target.root) :]
     warm_n = load.warmup_requests
     warm_s = load.warmup_s
-    total = None if load.num_requests is None else load.num_requests + warm_n
-    until = math.inf if load.duration_s is None else warm_s + load.duration_s
+    cool_n, cool_s = load.cooldown_requests, load.cooldown_s
+    total = None if load.num_requests is None else load.num_requests + warm_n + cool_n
+    cool_from = math.inf if load.duration_s is None else warm_s + load.duration_s
+    until = cool_from + cool_s
     results: list[RequestResult] = []
     tasks: set[asyncio.Task[RequestResult]] = set()
     batch: list[tuple[float, float, float]] = []
@@ -371,6 +396,7 @@ async def run_load(
                 timeout=timeout,
             )
         res.warmup = i < warm_n or res.sent < warm_s
+        res.cooldown = (total is not None and i >= total - cool_n) or res.sent >= cool_from
         if live.phase == "warm-up" and not res.warmup:
             live.phase = "measuring"
         return res

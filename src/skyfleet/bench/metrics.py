@@ -42,7 +42,13 @@ class RequestResult:
     detail: str = ""
     status: int = 0
     warmup: bool = False
+    cooldown: bool = False
     usage_reported: bool = False
+
+    @property
+    def measured(self) -> bool:
+        """Counted in the results: neither warm-up nor cool-down."""
+        return not (self.warmup or self.cooldown)
 
     @property
     def ok(self) -> bool:
@@ -279,7 +285,7 @@ def summarize(
     too (see `Summary.scaled`)."""
     asked = slo
     slo = slo.scaled(1.0 / time_scale) if time_scale != 1.0 else slo
-    rs = [r for r in results if not r.warmup and (label is None or r.label == label)]
+    rs = [r for r in results if r.measured and (label is None or r.label == label)]
     ok = [r for r in rs if r.ok]
     failed = [r for r in rs if not r.ok]
     errors = Counter(r.error or "unknown" for r in failed)

@@ -176,7 +176,7 @@ def sweep_rows(res: SweepResult) -> list[list[Any]]:
                 _f(s.ttft.p99 * 1e3, ".1f"),
                 _f(s.tpot.mean * 1e3, ".2f"),
                 _f(s.tpot.p99 * 1e3, ".2f"),
-                _f(p.decode_batch, ".1f"),
+                _f(p.decode_batch if p.observed_batch is None else p.observed_batch, ".1f"),
                 "–" if s.goodput is None else f"{s.goodput:.3g}",
                 f"{s.failed}",
                 "yes" if p.meets_slo else "no",
@@ -210,6 +210,11 @@ def sweep_html(res: SweepResult, path: str | Path) -> Path:
             ("max rate at SLO", f"{res.max_rate:.3g} req/s"),
             ("SLO", str(res.slo)),
             ("runs", str(len(res.points))),
+            *(
+                [("client overhead", f"{res.client_overhead_s * 1e3:.2f} ms")]
+                if res.client_overhead_s is not None
+                else []
+            ),
         ]
     )
     rep.figure(sweep_figure(res), "latency and goodput vs rate")

@@ -3,22 +3,17 @@
 Procedure (GuideLLM's sweep, then a bisection):
 
 1. **Probe**: synchronous requests at several prompt sizes (prefill points, and decode
-   points at batch 1 with different contexts).
+   points at batch 1 with different contexts); then a **context** run, closed loop at
+   `max_concurrency` with the longest probe prompt (decode at a large batch and context).
 2. **Synchronous** run at the workload's sizes → r_sync.
 3. **Throughput** run: closed loop at `max_concurrency` → r_max.
 4. Poisson runs at rates spread evenly between r_sync and r_max, ascending, until one
    misses the SLO; then `refine` bisection steps between the last pass and the first miss.
 
-Fitting (all times in the endpoint's time, i.e. × time_scale for an emulator):
-
-- prefill points = (prompt tokens from `usage`, TTFT) of each idle probe request;
-- decode points = (B, C, step) per run, where B = achieved send rate × mean(E2E − TTFT)
-  (Little's law over the decode phase: the time-averaged number of decoding sequences),
-  C = B · (mean prompt + mean output / 2), and step = mean TPOT · (1 − ρ) with
-  ρ = send rate · prefill(mean prompt) the share of time spent prefilling (the perf model's
-  own stretch, so the fit inverts `skyfleet.perf.steady_state`); prefill is fitted as a
-  line (two points on the least-squares line) unless `quadratic_prefill`. Client and
-  network overhead lands in `prefill_base_s`: the profile predicts what clients see.
+Fitting (`skyfleet.bench.fit`): the decode step and prefill from the engine iterations
+visible in every streamed run's token timestamps (`skyfleet.bench.iterations`), the
+client/network overhead from the idle probes against those; TPOT-based when iterations
+are not visible.
 """
 
 from __future__ import annotations
@@ -32,10 +27,12 @@ from typing import Any
 import numpy as np
 
 from skyfleet.bench.arrivals import Process
+from skyfleet.bench.fit import fit_from_sweep
+from skyfleet.bench.iterations import Iteration, observe_iterations
 from skyfleet.bench.loadgen import LiveStats, Load, RunResult, Target, run_load
 from skyfleet.bench.metrics import Slo, Summary
 from skyfleet.bench.workload import LengthDist, RequestSource, SyntheticRequests
-from skyfleet.perf import DecodePoint, PrefillPoint, Profile, fit_profile
+from skyfleet.perf import DecodePoint, PrefillPoint, Profile
 
 
 @dataclass
@@ -48,6 +45,8 @@ class SweepPoint:
     meets_slo: bool
     decode_batch: float
     scraped_batch: float | None
+    iterations: list[Iteration] = field(default_factory=list, repr=False)
+    observed_batch: float | None = None  # mean decode batch seen, over the measured window
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -55,6 +54,8 @@ class SweepPoint:
             "offered_rate": self.rate,
             "meets_slo": self.meets_slo,
             "decode_batch_littles_law": self.decode_batch,
+            "decode_batch_observed": self.observed_batch,
+            "iterations_observed": len(self.iterations),
             "running_batch_scraped": self.scraped_batch,
             "summary": self.summary.as_dict(),
         }
@@ -70,6 +71,8 @@ class SweepResult:
     max_rate: float
     settings: dict[str, Any]
     profile: Profile | None = None
+    fit_method: str | None = None
+    client_overhead_s: float | None = None
     prefill_points: list[PrefillPoint] = field(default_factory=list)
     decode_points: list[DecodePoint] = field(default_factory=list)
     interrupted: bool = False
@@ -85,6 +88,8 @@ class SweepResult:
             "warnings": self.warnings,
             "points": [p.as_dict() for p in self.points],
             "fit": {
+                "method": self.fit_method,
+                "client_overhead_s": self.client_overhead_s,
                 "prefill_points": [p.model_dump() for p in self.prefill_points],
                 "decode_points": [p.model_dump() for p in self.decode_points],
                 "profile": None if self.profile is None else self.profile.model_dump(mode="json"),
@@ -108,13 +113,28 @@ class SweepConfig:
     probe_requests: int = 3
     process: Process = "poisson"
     warmup_requests: int = 10
+    cooldown_requests: int = 10
     seed: int = 0
     time_scale: float = 1.0
+    quadratic_prefill: bool = False
 
     def as_dict(self) -> dict[str, Any]:
         d = {k: getattr(self, k) for k in self.__dataclass_fields__ if k != "slo"}
         d["slo"] = self.slo.as_dict()
         return d
+
+
+def mean_batch(
+    its: list[Iteration], window: tuple[float, float] | None, time_scale: float
+) -> float | None:
+    """Time-weighted mean decode batch of the iterations ending inside `window` (wall s,
+    as `RunResult.measured_window`), the window `vllm:num_requests_running` is averaged on."""
+    if window is None:
+        return None
+    lo, hi = window[0] * time_scale, window[1] * time_scale
+    inside = [i for i in its if lo <= i.end <= hi]
+    span = sum(i.duration for i in inside)
+    return sum(i.batch * i.duration for i in inside) / span if span else None
 
 
 def decode_batch(s: Summary) -> float:
@@ -125,54 +145,6 @@ def decode_batch(s: Summary) -> float:
     if not s.ttft.count:
         return math.nan
     return s.send_rate * max(s.e2e.mean - s.ttft.mean, 0.0)
-
-
-def _line_points(pts: list[PrefillPoint]) -> list[PrefillPoint]:
-    """Two points on the least-squares line through `pts` (so the fit stays linear)."""
-    x = np.array([p.tokens for p in pts])
-    y = np.array([p.seconds for p in pts])
-    slope, icpt = np.polyfit(x, y, 1)
-    slope, icpt = max(float(slope), 0.0), max(float(icpt), 0.0)
-    lo, hi = float(x.min()), float(x.max())
-    return [PrefillPoint(tokens=t, seconds=icpt + slope * t) for t in (lo, hi)]
-
-
-def fit_from_sweep(
-    base: Profile, points: list[SweepPoint], quadratic_prefill: bool = False
-) -> tuple[Profile, list[PrefillPoint], list[DecodePoint], list[str]]:
-    """Fit prefill from idle probe TTFTs, then the decode step from every run (module doc)."""
-    warnings: list[str] = []
-    pre: list[PrefillPoint] = []
-    for p in points:
-        if p.kind == "probe" and p.summary.ttft.count:
-            pre.append(PrefillPoint(tokens=p.summary.mean_input_tokens, seconds=p.summary.ttft.p50))
-    prof = base
-    if len(pre) >= 2:
-        use = pre if quadratic_prefill else _line_points(pre)
-        prof = fit_profile(base, prefill=use, source="bench")
-        if not quadratic_prefill:
-            prof = prof.model_copy(update={"prefill_quad_s": 0.0})
-    else:
-        warnings.append("not enough streamed probe runs to fit prefill (needs streaming)")
-    dec: list[DecodePoint] = []
-    for p in points:
-        s = p.summary
-        if not s.tpot.count or not s.completed or s.departure_rate < 0.9 * s.send_rate:
-            continue  # no streaming, or not a steady state (the queue grew)
-        idle = p.kind in ("probe", "synchronous")
-        b = 1.0 if idle else p.decode_batch
-        if not (b > 0) or math.isnan(b):
-            continue
-        rho = 0.0 if idle else s.send_rate * prof.prefill_time(s.mean_input_tokens)
-        if rho >= 0.6:
-            continue  # mostly prefilling: the decode step is poorly observed
-        ctx = b * (s.mean_input_tokens + s.mean_output_tokens / 2.0)
-        dec.append(DecodePoint(batch=b, context=ctx, seconds=s.tpot.mean * (1.0 - rho)))
-    if len(dec) >= 3:
-        prof = fit_profile(prof, decode=dec, source="bench")
-    else:
-        warnings.append("not enough streamed runs to fit the decode step")
-    return prof.model_copy(update={"source": "bench"}), pre, dec, warnings
 
 
 async def sweep(
@@ -208,7 +180,11 @@ async def sweep(
         rr: RunResult = await run_load(target, src, load, live=live, stop=stop)
         s = rr.summary(cfg.slo, time_scale=ts)
         scraped = rr.mean_batch()
-        pt = SweepPoint(kind, rate, s, s.meets(cfg.slo, cfg.percentile), decode_batch(s), scraped)
+        its = observe_iterations(rr.results, ts)
+        pt = SweepPoint(
+            kind, rate, s, s.meets(cfg.slo, cfg.percentile), decode_batch(s), scraped, its,
+            mean_batch(its, rr.measured_window(), ts),
+        )  # fmt: skip
         warnings.extend(w for w in rr.warnings if w not in warnings)
         points.append(pt)
         if on_point is not None:
@@ -228,6 +204,19 @@ async def sweep(
             None,
         )
         points[-1].kind = "probe"
+    # ...and a closed loop at max concurrency with the longest probe prompt: decode steps
+    # at a large batch with a long context, which separates the per-sequence and
+    # per-context-token decode terms (the other runs all have the workload's prompts)
+    if base is not None and cfg.probe_sizes and not stop.is_set():
+        n_in = max(1, round(input_len.mean * max(cfg.probe_sizes)))
+        n = cfg.max_concurrency
+        await run(
+            f"context {n_in} tokens",
+            SyntheticRequests(n_in, round(output_len.mean), seed=cfg.seed + 2000),
+            Load(concurrency=n, num_requests=2 * n, warmup_requests=n),
+            None,
+        )
+        points[-1].kind = "context"
     # 2. synchronous, 3. throughput
     sync = None
     if not stop.is_set():
@@ -258,14 +247,21 @@ async def sweep(
         lo, hi = (r_sync if sync.meets_slo else 0.0), None
         seed = cfg.seed + 10
 
+        lifetime = sync.summary.e2e.mean if sync.summary.e2e.count else 0.0
+
         async def at(rate: float) -> bool:
             nonlocal seed
             seed += 1
+            # warm-up and cool-down each cover at least one request lifetime at this rate
+            # (rate × idle E2E), so the measured requests see the steady-state batch
+            in_flight = math.ceil(rate * lifetime)
             load = Load(
                 rate=rate * ts,
                 process=cfg.process,
                 num_requests=cfg.requests_per_rate,
-                warmup_requests=cfg.warmup_requests,
+                warmup_requests=max(cfg.warmup_requests, in_flight),
+                cooldown_requests=max(cfg.cooldown_requests, in_flight),
+                exact_rate=True,
                 seed=seed,
             )
             return (await run("rate", source(seed), load, rate)).meets_slo
@@ -278,10 +274,17 @@ async def sweep(
             else:
                 hi = r
                 break
-        if hi is None:
-            hi = r_max
+        if hi is None and not stop.is_set():
+            if await at(r_max):  # the whole range passed: the limit lies above it
+                lo = hi = r_max
+                warnings.append(
+                    "every rate up to the throughput run's met the SLO: the limit is above "
+                    f"{r_max:.3g} req/s (raise --max-concurrency to find it)"
+                )
+            else:
+                hi = r_max
         for _ in range(cfg.refine):
-            if stop.is_set() or lo <= 0:
+            if stop.is_set() or lo <= 0 or hi is None or lo >= hi:
                 break
             mid = (lo + hi) / 2
             if await at(mid):
@@ -299,7 +302,9 @@ async def sweep(
         interrupted=stop.is_set(), warnings=warnings,
     )  # fmt: skip
     if base is not None and points:
-        prof, pre, dec, w = fit_from_sweep(base, points)
-        result.profile, result.prefill_points, result.decode_points = prof, pre, dec
-        result.warnings.extend(w)
+        fit = fit_from_sweep(base, points, cfg.quadratic_prefill)
+        result.profile, result.fit_method = fit.profile, fit.method
+        result.client_overhead_s = fit.client_overhead_s
+        result.prefill_points, result.decode_points = fit.prefill_points, fit.decode_points
+        result.warnings.extend(fit.warnings)
     return result

@@ -329,18 +329,21 @@ def parse_profile_spec(
 
 # -- fitting ------------------------------------------------------------------------------
 class DecodePoint(BaseModel):
-    """One measured decode step: batch, total context, seconds."""
+    """One measured decode step: batch, total context, seconds (weight: its reliability,
+    e.g. √n for a median of n observations)."""
 
     batch: float
     context: float
     seconds: float
+    weight: float = Field(default=1.0, gt=0)
 
 
 class PrefillPoint(BaseModel):
-    """One measured prefill: prompt tokens, seconds."""
+    """One measured prefill: prompt tokens, seconds, weight (as for `DecodePoint`)."""
 
     tokens: float
     seconds: float
+    weight: float = Field(default=1.0, gt=0)
 
 
 def _nnls(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -366,24 +369,28 @@ def fit_profile(
     if len(decode) >= 3:
         a = np.array([[1.0, p.batch, p.context] for p in decode])
         y = np.array([p.seconds for p in decode])
-        x = _relative_nnls(a, y)
+        x = relative_nnls(a, y, np.array([p.weight for p in decode]))
         if x[0] > 0:
-            upd |= {"decode_base_s": x[0], "decode_per_seq_s": x[1], "decode_per_ctx_token_s": x[2]}
+            upd |= dict(zip(("decode_base_s", "decode_per_seq_s", "decode_per_ctx_token_s"),
+                            map(float, x), strict=True))  # fmt: skip
     if len(prefill) >= 2:
         quad = len(prefill) >= 3
         a = np.array([[1.0, p.tokens] + ([p.tokens**2] if quad else []) for p in prefill])
         y = np.array([p.seconds for p in prefill])
-        x = _relative_nnls(a, y)
-        upd |= {"prefill_base_s": x[0], "prefill_per_token_s": x[1]}
+        x = relative_nnls(a, y, np.array([p.weight for p in prefill]))
+        upd |= {"prefill_base_s": float(x[0]), "prefill_per_token_s": float(x[1])}
         if quad:
-            upd["prefill_quad_s"] = x[2]
+            upd["prefill_quad_s"] = float(x[2])
     return base.model_copy(update={**upd, "source": source})
 
 
-def _relative_nnls(a: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Non-negative least squares on relative errors (rows weighted by 1/y), so a 50 ms
-    point and a 2 s point count alike; columns are scaled so NNLS treats them evenly."""
+def relative_nnls(a: np.ndarray, y: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
+    """Non-negative least squares on relative errors (rows weighted by 1/y, times
+    `weights`), so a 50 ms point and a 2 s point count alike; columns are scaled so NNLS
+    treats them evenly."""
     w = 1.0 / np.maximum(np.abs(y), 1e-12)
+    if weights is not None:
+        w = w * weights
     aw = a * w[:, None]
     scale = np.maximum(np.abs(aw).max(axis=0), 1e-300)
     out: np.ndarray = _nnls(aw / scale, y * w) / scale
