@@ -32,6 +32,7 @@ from rich.console import Console
 from rich.table import Table
 
 from skyfleet.bench import Slo, SyntheticRequests, Target, preflight
+from skyfleet.bench.fit import TIMING_PARAMS as PARAMS
 from skyfleet.bench.fit import fit_from_sweep
 from skyfleet.bench.sweep import SweepConfig, SweepResult, sweep
 from skyfleet.bench.workload import LengthDist
@@ -39,13 +40,6 @@ from skyfleet.emulator.process import start_emulator
 from skyfleet.perf import Profile, RequestSizes, default_profile, max_rate_at_slo
 
 OUT = Path(__file__).parent / "results" / "bench_sweep_fit.json"
-PARAMS = (
-    "prefill_base_s",
-    "prefill_per_token_s",
-    "decode_base_s",
-    "decode_per_seq_s",
-    "decode_per_ctx_token_s",
-)
 CHAT_OVERHEAD = 7  # the emulator's chat framing tokens
 
 H100 = default_profile("Llama-3.1-8B", "H100-SXM-80GB")

@@ -20,6 +20,7 @@ from skyfleet.bench import (
     run_load,
     summarize,
 )
+from skyfleet.bench.fit import TIMING_PARAMS as PARAMS
 from skyfleet.bench.sweep import SweepConfig, SweepResult, sweep
 from skyfleet.bench.workload import LengthDist
 from skyfleet.emulator.process import EmulatorProcess, start_emulator
@@ -33,27 +34,10 @@ from skyfleet.perf import (
     steady_state,
 )
 
+from .known_engine import TRUE
+
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 
-# A decode-dominated profile (model seconds) where every parameter matters.
-TRUE = default_profile("Llama-3.1-8B", "H100-SXM-80GB").model_copy(
-    update={
-        "prefill_base_s": 0.03,
-        "prefill_per_token_s": 0.00015,
-        "prefill_quad_s": 0.0,
-        "decode_base_s": 0.04,
-        "decode_per_seq_s": 0.001,
-        "decode_per_ctx_token_s": 3e-6,
-        "source": "test",
-    }
-)
-PARAMS = (
-    "prefill_base_s",
-    "prefill_per_token_s",
-    "decode_base_s",
-    "decode_per_seq_s",
-    "decode_per_ctx_token_s",
-)
 PROMPT, OUTPUT = 512, 32
 TIME_SCALE = 5.0  # the emulator runs 5× faster than the profile's time
 CHAT_OVERHEAD = 7  # the emulator's chat framing tokens (docs/emulator.md)

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from skyfleet.bench.arrivals import arrival_times
+from skyfleet.bench.fit import TIMING_PARAMS as PARAMS
 from skyfleet.bench.fit import decode_points, fit_from_sweep
 from skyfleet.bench.iterations import observe_iterations
 from skyfleet.bench.metrics import RequestResult, summarize
@@ -21,23 +22,7 @@ from skyfleet.bench.sweep import SweepPoint, decode_batch, mean_batch
 from skyfleet.emulator.virtual import run_trace
 from skyfleet.perf import Profile, default_profile
 
-TRUE = default_profile("Llama-3.1-8B", "H100-SXM-80GB").model_copy(
-    update={
-        "prefill_base_s": 0.03,
-        "prefill_per_token_s": 0.00015,
-        "prefill_quad_s": 0.0,
-        "decode_base_s": 0.04,
-        "decode_per_seq_s": 0.001,
-        "decode_per_ctx_token_s": 3e-6,
-    }
-)
-PARAMS = (
-    "prefill_base_s",
-    "prefill_per_token_s",
-    "decode_base_s",
-    "decode_per_seq_s",
-    "decode_per_ctx_token_s",
-)
+from .known_engine import TRUE
 
 
 def requests(

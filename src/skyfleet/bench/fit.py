@@ -39,6 +39,13 @@ from skyfleet.perf.profile import relative_nnls
 if TYPE_CHECKING:
     from skyfleet.bench.sweep import SweepPoint
 
+TIMING_PARAMS = (
+    "prefill_base_s",
+    "prefill_per_token_s",
+    "decode_base_s",
+    "decode_per_seq_s",
+    "decode_per_ctx_token_s",
+)  # what a sweep fits (prefill_quad_s too when asked)
 MIN_GROUP = 3  # iterations a group needs to count
 CONTEXT_BIN = math.log(1.1)  # context per sequence grouped in 10 % steps
 
