@@ -9,18 +9,23 @@ Library API (the demo drives demand curves with it)::
     print(result.summary(Slo.parse("ttft=500ms,tpot=50ms")))
 """
 
-from skyfleet.bench.arrivals import arrival_times, arrivals_for, gap_stats
-from skyfleet.bench.loadgen import LiveStats, Load, RunResult, Target, run_load
-from skyfleet.bench.metrics import RequestResult, Slo, Stats, Summary, summarize
-from skyfleet.bench.preflight import preflight
-from skyfleet.bench.workload import (
-    DatasetRequests,
-    HeaderVariant,
-    LengthDist,
-    RequestSpec,
-    SyntheticRequests,
-    sample_dataset_path,
-)
+from typing import TYPE_CHECKING
+
+from skyfleet._lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from skyfleet.bench.arrivals import arrival_times, arrivals_for, gap_stats
+    from skyfleet.bench.checks import preflight
+    from skyfleet.bench.loadgen import LiveStats, Load, RunResult, Target, run_load
+    from skyfleet.bench.metrics import RequestResult, Slo, Stats, Summary, summarize
+    from skyfleet.bench.workload import (
+        DatasetRequests,
+        HeaderVariant,
+        LengthDist,
+        RequestSpec,
+        SyntheticRequests,
+        sample_dataset_path,
+    )
 
 __all__ = [
     "DatasetRequests",
@@ -44,3 +49,7 @@ __all__ = [
     "sample_dataset_path",
     "summarize",
 ]
+
+__getattr__ = lazy_exports(
+    __name__, __all__, ("arrivals", "checks", "loadgen", "metrics", "workload")
+)

@@ -190,9 +190,9 @@ def run_cmd(
 
     from skyfleet.bench import output
     from skyfleet.bench.arrivals import PROCESSES
+    from skyfleet.bench.checks import preflight
     from skyfleet.bench.loadgen import LiveStats, Load, run_load
     from skyfleet.bench.metrics import Slo
-    from skyfleet.bench.preflight import preflight
     from skyfleet.errors import SkyfleetError
 
     if arrival not in PROCESSES:
@@ -291,8 +291,8 @@ def sweep_cmd(
     from rich.console import Console
 
     from skyfleet.bench import output
+    from skyfleet.bench.checks import preflight
     from skyfleet.bench.metrics import Slo
-    from skyfleet.bench.preflight import preflight
     from skyfleet.bench.sweep import SweepConfig, sweep
     from skyfleet.bench.workload import LengthDist
     from skyfleet.errors import SkyfleetError

@@ -332,7 +332,7 @@ async def run_load(
 ) -> RunResult:
     """Run one load against `target` and return every request's result.
 
-    `target.model` must be set (see :func:`skyfleet.bench.preflight.preflight`). Setting
+    `target.model` must be set (see :func:`skyfleet.bench.checks.preflight`). Setting
     `stop` ends the run early: no new sends, in-flight requests are cancelled and counted as
     incomplete, and the result is marked `interrupted`. Never raises for server failures:
     they are results with an error kind. Non-streaming requests to `http://` go over a

@@ -5,12 +5,17 @@ Two engines share the perf model and the gateway's pure routing and admission co
 continuous batching per replica with the emulator's engine).
 """
 
-from skyfleet.sim.api import build_fleet, simulate
-from skyfleet.sim.fleet import Fleet, Group, ModelLoad, Slo, make_group
-from skyfleet.sim.impact import Value, business_impact
-from skyfleet.sim.result import SimResult
-from skyfleet.sim.scenario import Scenario, load_scenario, parse_scenario
-from skyfleet.sim.trace import Trace, load_trace, sample_trace_path
+from typing import TYPE_CHECKING
+
+from skyfleet._lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from skyfleet.sim.api import build_fleet, simulate
+    from skyfleet.sim.fleet import Fleet, Group, ModelLoad, Slo, make_group
+    from skyfleet.sim.impact import Value, business_impact
+    from skyfleet.sim.result import SimResult
+    from skyfleet.sim.scenario import Scenario, load_scenario, parse_scenario
+    from skyfleet.sim.trace import Trace, load_trace, sample_trace_path
 
 __all__ = [
     "Fleet",
@@ -30,3 +35,7 @@ __all__ = [
     "sample_trace_path",
     "simulate",
 ]
+
+__getattr__ = lazy_exports(
+    __name__, __all__, ("api", "fleet", "impact", "result", "scenario", "trace")
+)
