@@ -43,19 +43,23 @@ RAMP_S, WARMUP_S, WINDOW_S = 5.0, 12.0, 8.0
 
 
 class Window:
-    """Client-side token gaps inside the measurement window (token-weighted, like vLLM)."""
+    """Client-side token gaps (token-weighted, like vLLM) and TTFTs (send → first content
+    chunk) of tokens arriving inside the measurement window."""
 
     def __init__(self) -> None:
         self.t0 = self.t1 = float("inf")
         self.gap_sum = 0.0
         self.gap_n = 0
+        self.ttft_sum = 0.0
+        self.ttft_n = 0
 
 
 async def one(
     session: aiohttp.ClientSession, url: str, body: bytes, w: Window, sent: list[float]
 ) -> None:
     """One streamed request; tokens counted per read without JSON parsing (cheap client)."""
-    sent.append(time.perf_counter())
+    start = time.perf_counter()
+    sent.append(start)
     prev = 0.0
     async with session.post(url, data=body, headers={"Content-Type": "application/json"}) as resp:
         async for chunk in resp.content.iter_any():
@@ -65,6 +69,9 @@ async def one(
                 if prev and w.t0 <= now < w.t1:
                     w.gap_sum += now - prev
                     w.gap_n += n
+                elif not prev and w.t0 <= now < w.t1:
+                    w.ttft_sum += now - start
+                    w.ttft_n += 1
                 prev = now
 
 
@@ -135,6 +142,7 @@ async def level(emu_url: str, pid: int, model: str, users: int) -> dict[str, Any
         "ttft_s": hist_mean(a, b, "vllm:time_to_first_token_seconds"),
         "tpot_s": hist_mean(a, b, "vllm:time_per_output_token_seconds"),
         "client_tpot_s": w.gap_sum / max(w.gap_n, 1),
+        "client_ttft_s": w.ttft_sum / max(w.ttft_n, 1),
         "lag_mean_s": hist_mean(a, b, "skyfleet_emulator_loop_lag_seconds"),
         "lag_max_s": metric(b, "skyfleet_emulator_loop_lag_max_seconds"),
         "cpu_fraction": (cpu_b - cpu_a) / (w1 - w0),
@@ -193,6 +201,7 @@ def main() -> None:
         "TPOT meas / engine",
         "TPOT client / engine",
         "TTFT meas / engine",
+        "TTFT client / engine",
         "TPOT model",
         "lag mean / max",
     ):
@@ -210,6 +219,8 @@ def main() -> None:
             f" ({r['client_tpot_s'] / r['engine_tpot_s'] - 1:+.1%})",
             f"{r['ttft_s'] * 1e3:.0f} / {r['engine_ttft_s'] * 1e3:.0f} ms"
             f" ({r['ttft_s'] / r['engine_ttft_s'] - 1:+.1%})",
+            f"{r['client_ttft_s'] * 1e3:.0f} ms"
+            f" ({r['client_ttft_s'] / r['engine_ttft_s'] - 1:+.1%})",
             f"{r['model_tpot_s'] * 1e3:.1f} ms",
             f"{r['lag_mean_s'] * 1e3:.2f} / {r['lag_max_s'] * 1e3:.0f} ms",
         )
