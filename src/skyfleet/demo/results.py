@@ -37,6 +37,18 @@ class ClassStats:
         v = _pct(self.ttfts, q)
         return None if v is None else 1000.0 * v
 
+    def record(self, r: RequestResult) -> None:
+        """Count one finished request: ok (with its TTFT), shed (429/503) or failed."""
+        self.sent += 1
+        if r.ok:
+            self.ok += 1
+            if r.ttft is not None:
+                self.ttfts.append(r.ttft)
+        elif r.error in SHED_ERRORS:
+            self.shed += 1
+        else:
+            self.failed += 1
+
 
 class ClientLog:
     """Accumulates request results as they finish; offsets are seconds from the load start."""
@@ -47,16 +59,8 @@ class ClientLog:
 
     def add(self, r: RequestResult) -> None:
         self.results.append(r)
-        c = self.classes.setdefault(r.label or "standard", ClassStats(r.label or "standard"))
-        c.sent += 1
-        if r.ok:
-            c.ok += 1
-            if r.ttft is not None:
-                c.ttfts.append(r.ttft)
-        elif r.error in SHED_ERRORS:
-            c.shed += 1
-        else:
-            c.failed += 1
+        label = r.label or "standard"
+        self.classes.setdefault(label, ClassStats(label)).record(r)
 
     def extend(self, rs: Iterable[RequestResult]) -> None:
         for r in rs:
@@ -80,16 +84,7 @@ class ClientLog:
         out = {p: ClassStats(p) for p in PRIORITIES}
         for r in self.results:
             if start <= r.sent < end:
-                c = out.setdefault(r.label, ClassStats(r.label))
-                c.sent += 1
-                if r.ok:
-                    c.ok += 1
-                    if r.ttft is not None:
-                        c.ttfts.append(r.ttft)
-                elif r.error in SHED_ERRORS:
-                    c.shed += 1
-                else:
-                    c.failed += 1
+                out.setdefault(r.label, ClassStats(r.label)).record(r)
         return out
 
     def errors(self) -> dict[str, int]:
