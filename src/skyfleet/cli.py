@@ -6,8 +6,8 @@ import importlib
 import sys
 
 import typer
-from rich.console import Console
 
+from skyfleet.console import print_error
 from skyfleet.errors import SkyfleetError
 
 app = typer.Typer(
@@ -16,6 +16,8 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    # Usage errors and help: rich panels on a terminal, click's plain unwrapped text when piped.
+    rich_markup_mode="rich" if sys.stderr.isatty() else None,
 )
 
 # Each module exposes `register(app)`; heavy imports stay inside the command functions.
@@ -49,7 +51,7 @@ def main() -> None:
     try:
         app()
     except SkyfleetError as e:
-        Console(stderr=True).print(f"[bold red]error:[/] {e}", highlight=False)
+        print_error(str(e))
         sys.exit(2)
 
 

@@ -22,7 +22,7 @@ from skyfleet.bench.sweep import SweepPoint, decode_batch, mean_batch
 from skyfleet.emulator.virtual import run_trace
 from skyfleet.perf import Profile, default_profile
 
-from .known_engine import TRUE
+from .known_engine import TRUE, fit_violations
 
 
 def requests(
@@ -167,3 +167,24 @@ def test_the_quadratic_prefill_term_is_fitted_when_asked() -> None:
     line = fit_from_sweep(base, pts).profile  # a line through the same points
     assert line.prefill_quad_s == 0.0
     assert abs(line.prefill_time(2048) / quad.prefill_time(2048) - 1) < 0.1
+
+
+def test_the_emulator_tests_fit_check_accepts_truth_and_fails_wrong_profiles() -> None:
+    """tests/bench/test_emulator.py judges the sweep's fitted profile with `fit_violations`:
+    the true profile passes, and plausibly wrong fits — each a mistake a broken fit makes —
+    fail it, so that test can fail."""
+    assert fit_violations(TRUE) == []
+    wrong = {
+        "prefill slope 15 % high": {"prefill_per_token_s": TRUE.prefill_per_token_s * 1.15},
+        "client overhead (30 ms) folded into prefill": {
+            "prefill_base_s": TRUE.prefill_base_s + 0.03
+        },
+        "decode step 10 % low at every batch": {
+            "decode_base_s": TRUE.decode_base_s * 0.9,
+            "decode_per_seq_s": TRUE.decode_per_seq_s * 0.9,
+            "decode_per_ctx_token_s": TRUE.decode_per_ctx_token_s * 0.9,
+        },
+        "per-sequence term lost (step at batch 12 −17 %)": {"decode_per_seq_s": 0.0},
+    }
+    for name, update in wrong.items():
+        assert fit_violations(TRUE.model_copy(update=update)), name

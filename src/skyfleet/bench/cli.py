@@ -186,13 +186,12 @@ def run_cmd(
     png_path: str | None = typer.Option(None, "--png", help="write the latency chart"),
 ) -> None:
     """Run one load (open or closed loop) and report vLLM-style metrics."""
-    from rich.console import Console
-
     from skyfleet.bench import output
     from skyfleet.bench.arrivals import PROCESSES
     from skyfleet.bench.checks import preflight
     from skyfleet.bench.loadgen import LiveStats, Load, run_load
     from skyfleet.bench.metrics import Slo
+    from skyfleet.console import make_console, print_warning
     from skyfleet.errors import SkyfleetError
 
     if arrival not in PROCESSES:
@@ -218,7 +217,7 @@ def run_cmd(
     )
     src: RequestSource = _source(dataset, input_len, output_len, seed, mix)(seed)
     tgt = _target(url, model, api_key, header, api, stream, timeout)
-    console = Console()
+    console = make_console()
     live = LiveStats()
 
     async def main(stop: asyncio.Event) -> Any:
@@ -236,7 +235,7 @@ def run_cmd(
     console.print(output.throughput_table(s))
     console.print(output.summary_table(s, "latency"))
     for w in rr.warnings:
-        console.print(f"[yellow]warning:[/] {w}")
+        print_warning(w, console)
     extra = {"time_scale": time_scale, "slo": objective.as_dict()}
     if json_path:
         output.write_json(output.run_json(rr, s, extra), json_path)
@@ -288,13 +287,12 @@ def sweep_cmd(
     png_path: str | None = typer.Option(None, "--png", help="write the sweep chart"),
 ) -> None:
     """Find the highest rate meeting the SLO and fit a Profile to the measurements."""
-    from rich.console import Console
-
     from skyfleet.bench import output
     from skyfleet.bench.checks import preflight
     from skyfleet.bench.metrics import Slo
     from skyfleet.bench.sweep import SweepConfig, sweep
     from skyfleet.bench.workload import LengthDist
+    from skyfleet.console import make_console, print_warning
     from skyfleet.errors import SkyfleetError
     from skyfleet.perf import parse_profile_spec
 
@@ -325,7 +323,7 @@ def sweep_cmd(
         quadratic_prefill=quadratic,
     )
     tgt = _target(url, model, api_key, header, api, True, timeout)
-    console = Console()
+    console = make_console()
     current: list[tuple[str, LiveStats]] = []
 
     def on_point(p: Any) -> None:
@@ -352,7 +350,7 @@ def sweep_cmd(
         console.print("[yellow]interrupted: partial sweep[/]")
     console.print(f"[bold]max rate meeting {objective}: {res.max_rate:.3g} req/s[/]")
     for w in res.warnings:
-        console.print(f"[yellow]warning:[/] {w}")
+        print_warning(w, console)
     if res.profile is not None:
         p = res.profile
         console.print(

@@ -44,8 +44,7 @@ def register(app: typer.Typer) -> None:
         surge, take a provider down and bring it back, then report (terminal + HTML)."""
         import sys
 
-        from rich.console import Console
-
+        from skyfleet.console import make_console
         from skyfleet.demo.live import LiveView
         from skyfleet.demo.report import print_report, summarize, write_html
         from skyfleet.demo.run import DemoOptions, run_demo
@@ -61,7 +60,7 @@ def register(app: typer.Typer) -> None:
             raise SkyfleetError(f"--surge must be ≥ 1, got {surge:g}")
         if not 0 <= port <= 65535:
             raise SkyfleetError(f"--port must be in 0..65535, got {port}")
-        console = Console()
+        console = make_console()
         opts = DemoOptions(
             duration_s=duration,
             html=html,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from rich.console import Group
@@ -69,28 +70,82 @@ def clients_table(demo: Demo) -> Table:
     return t
 
 
-def status_line(demo: Demo) -> Text:
-    st = demo.monitor.state(60.0)
-    tot = st.get("totals", {})
-    shed = sum(tot.get("shed", {}).values()) if tot else 0
+def _outage_text(demo: Demo, short: bool = False) -> Text:
+    o = demo.outage
+    if o is None or o.down_at is None:
+        return Text()
+    if o.up_at is None:
+        since = "" if short else "since "
+        return Text(f"{o.provider} DOWN {since}{o.down_at - demo.load_wall_start:.0f}s", "bold red")
+    at = "" if short else "at "
+    return Text(f"{o.provider} back {at}{o.up_at - demo.load_wall_start:.0f}s", "green")
+
+
+@dataclass(frozen=True, slots=True)
+class _Status:
+    phase: str
+    offered_rps: float
+    retries: float
+    spillovers: float
+    shed: float
+    cost: float
+    fleet_per_hour: float
+
+
+def _status(demo: Demo) -> _Status:
+    tot = demo.monitor.state(60.0).get("totals", {})
     sc = demo.scenario
     off = demo.load_offset()
-    phase = sc.phase_at(off) if sc is not None and demo.phase == "load" else demo.phase
-    rate = sc.rate(off) if sc is not None else 0.0
-    cost = tot.get("usage_cost") or tot.get("fleet_cost") or 0.0
-    out = Text()
-    out.append(f"{phase}", style="bold magenta")
-    out.append(f" · offered {rate:.1f} req/s · retries {tot.get('retries', 0):.0f}")
-    out.append(f" · spillovers {tot.get('spillovers', 0):.0f} · shed {shed:.0f}")
-    out.append(f" · cost ${cost:.4f} · fleet ${tot.get('cost_per_hour', 0):.2f}/h")
-    o = demo.outage
-    if o is not None and o.down_at is not None:
-        since = o.down_at - demo.load_wall_start
-        if o.up_at is None:
-            out.append(f" · {o.provider} DOWN since {since:.0f}s", style="bold red")
-        else:
-            out.append(f" · {o.provider} back at {o.up_at - demo.load_wall_start:.0f}s", "green")
-    return out
+    return _Status(
+        phase=sc.phase_at(off) if sc is not None and demo.phase == "load" else demo.phase,
+        offered_rps=sc.rate(off) if sc is not None else 0.0,
+        retries=tot.get("retries", 0),
+        spillovers=tot.get("spillovers", 0),
+        shed=sum(tot.get("shed", {}).values()) if tot else 0,
+        cost=tot.get("usage_cost") or tot.get("fleet_cost") or 0.0,
+        fleet_per_hour=tot.get("cost_per_hour", 0),
+    )
+
+
+def status_lines(demo: Demo) -> tuple[Text, Text]:
+    """The phase line (phase, offered load, outage) and the counters line, each ≤ 80 columns."""
+    s = _status(demo)
+    head = Text(s.phase, style="bold magenta")
+    head.append(f" · offered {s.offered_rps:.1f} req/s")
+    outage = _outage_text(demo)
+    if outage:
+        head.append(" · ")
+        head.append_text(outage)
+    counts = Text(
+        f"retries {s.retries:.0f} · spillovers {s.spillovers:.0f} · shed {s.shed:.0f}"
+        f" · cost ${s.cost:.4f} · fleet ${s.fleet_per_hour:.2f}/h"
+    )
+    return head, counts
+
+
+def status_line(demo: Demo) -> Text:
+    """Both status lines as one."""
+    head, counts = status_lines(demo)
+    return head + Text(" · ") + counts
+
+
+def log_line(demo: Demo, elapsed_s: float) -> Text:
+    """One compact progress line for a log or a pipe (≤ 120 columns)."""
+    s = _status(demo)
+    c = demo.log.classes["critical"]
+    crit = "–" if c.success_rate is None else f"{100 * c.success_rate:.1f}%"
+    line = Text(f"{elapsed_s:5.0f}s ", style="dim")
+    line.append(f"{s.phase:<8}", style="bold magenta")
+    line.append(
+        f" {s.offered_rps:5.1f} rps  sent {demo.log.sent} ok {demo.log.ok} crit {crit}"
+        f"  retry {s.retries:.0f} spill {s.spillovers:.0f} shed {s.shed:.0f}"
+        f"  ${s.fleet_per_hour:.2f}/h"
+    )
+    outage = _outage_text(demo, short=True)
+    if outage:
+        line.append("  ")
+        line.append_text(outage)
+    return line
 
 
 def render(demo: Demo) -> Panel:
@@ -98,7 +153,7 @@ def render(demo: Demo) -> Panel:
     title = f"skyfleet demo · {elapsed:5.1f}s / {demo.opts.duration_s:.0f}s" + (
         f" · {demo.gateway.url}/dashboard/" if demo.gateway else ""
     )
-    body = Group(status_line(demo), providers_table(demo), clients_table(demo))
+    body = Group(*status_lines(demo), providers_table(demo), clients_table(demo))
     return Panel(body, title=title, title_align="left", border_style="cyan")
 
 
@@ -122,12 +177,7 @@ class LiveView:
                 self._live.update(render(self.demo), refresh=True)
         while True:
             await asyncio.sleep(self.every_s)
-            d = self.demo
-            c = d.log.classes["critical"]
-            crit = "–" if c.success_rate is None else f"{100 * c.success_rate:.1f}%"
-            line = status_line(d)
-            line.append(f" · sent {d.log.sent} · ok {d.log.ok} · critical ok {crit}")
-            d.console.print(Text(f"{time.monotonic() - d.t_start:6.1f}s ", style="dim") + line)
+            self.demo.console.print(log_line(self.demo, time.monotonic() - self.demo.t_start))
 
     def close(self) -> None:
         if self._live is not None:

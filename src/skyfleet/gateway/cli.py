@@ -52,10 +52,10 @@ def register(app: typer.Typer) -> None:
     @config_app.command("check")
     def check_cmd(file: str = typer.Argument(..., help="fleet config YAML")) -> None:
         """Validate a fleet config without serving; print a summary."""
-        from rich.console import Console
         from rich.table import Table
 
         from skyfleet.config import load_config
+        from skyfleet.console import make_console, print_warning
 
         cfg = load_config(file)
         t = Table(title=f"{file}: OK", show_lines=False)
@@ -75,18 +75,18 @@ def register(app: typer.Typer) -> None:
                 else:
                     price = "-"
                 t.add_row(m.name, e.name, e.provider, e.region, e.tier, str(e.capacity), price)
-        c = Console()
+        c = make_console()
         c.print(t)
         c.print(
             f"{len(cfg.providers)} providers, {len(cfg.endpoints)} endpoints, "
             f"{len(cfg.models)} models, {len(cfg.tenants)} tenants"
         )
         if not cfg.tenants:
-            c.print("[yellow]warning:[/] no tenants: the gateway accepts requests without a key")
+            print_warning("no tenants: the gateway accepts requests without a key", c)
         used = {n for m in cfg.models for n in m.endpoints}
         for e in cfg.endpoints:
             if e.name not in used:
-                c.print(f"[yellow]warning:[/] endpoint {e.name} is not used by any model")
+                print_warning(f"endpoint {e.name} is not used by any model", c)
 
     keys_app = typer.Typer(help="API keys (stored hashed in the config).", no_args_is_help=True)
     app.add_typer(keys_app, name="keys")
@@ -126,9 +126,9 @@ def register(app: typer.Typer) -> None:
         """Summarise the usage ledger by tenant, provider or model over a time range."""
         from pathlib import Path
 
-        from rich.console import Console
         from rich.table import Table
 
+        from skyfleet.console import make_console
         from skyfleet.gateway.ledger import summarize
 
         if not Path(db).exists():
@@ -157,4 +157,4 @@ def register(app: typer.Typer) -> None:
                 lat,
             )
         t.add_row("total", *(f"{v:,}" for v in tot[:4]), f"{tot[4]:.4f}", "", "", style="bold")
-        Console().print(t)
+        make_console().print(t)

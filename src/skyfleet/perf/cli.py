@@ -75,9 +75,9 @@ def register(app: typer.Typer) -> None:
 
 
 def _console() -> Any:
-    from rich.console import Console
+    from skyfleet.console import make_console
 
-    return Console()
+    return make_console()
 
 
 def _emit(data: dict[str, Any], title: str, as_json: bool) -> None:

@@ -46,9 +46,9 @@ def register(app: typer.Typer) -> None:
         import time
         from typing import cast
 
-        from rich.console import Console
         from rich.progress import Progress
 
+        from skyfleet.console import make_console
         from skyfleet.errors import ConfigError
         from skyfleet.sim.api import EngineName, build_fleet, simulate
         from skyfleet.sim.fluid import run_fluid
@@ -77,7 +77,7 @@ def register(app: typer.Typer) -> None:
         else:
             sc, lines = Scenario(name="no incidents"), {}
         horizon = hours * 3600.0 if hours else None
-        err = Console(stderr=True)
+        err = make_console(stderr=True)
         t0 = time.perf_counter()
         with Progress(console=err, transient=True, disable=json_out) as prog:
             task = prog.add_task(f"simulating ({engine})", total=1.0)
@@ -124,4 +124,4 @@ def register(app: typer.Typer) -> None:
         if html is not None:
             p = write_html(res, meta, imp, html)
             if not json_out:
-                Console().print(f"wrote {p}")
+                make_console().print(f"wrote {p}")

@@ -46,10 +46,11 @@ def document(res: SimResult, meta: dict[str, Any], impact: dict[str, Any] | None
 
 def print_summary(res: SimResult, meta: dict[str, Any], impact: dict[str, Any] | None) -> None:
     """The terminal report."""
-    from rich.console import Console
     from rich.table import Table
 
-    c = Console()
+    from skyfleet.console import make_console
+
+    c = make_console()
     s = res.summary()
     ok = s["slo_attainment"] >= s["slo_target"]
     head = Table(
