@@ -23,8 +23,10 @@ from rich.console import Console
 from rich.table import Table
 
 from skyfleet.config import hash_key, parse_config
+from skyfleet.gateway.admission import Usage
 from skyfleet.gateway.fleet import Fleet
 from skyfleet.gateway.overload import OverloadController
+from skyfleet.policy.outcome import Outcome
 from skyfleet.policy.types import RequestFeatures
 
 OUT = Path(__file__).parent / "results" / "bench_overload_overhead.json"
@@ -55,7 +57,7 @@ async def measure(overload: dict[str, Any], limits: dict[str, Any], n: int) -> f
         }
     )
     fleet = Fleet(cfg)
-    ctl = OverloadController(lambda: fleet, CollectorRegistry())
+    ctl = OverloadController(fleet, CollectorRegistry())
     tenant, eps = cfg.tenants[0], fleet.states["chat"]
     reqs = [
         RequestFeatures(model="chat", tenant="t", input_tokens_est=100, max_tokens=100)
@@ -63,9 +65,8 @@ async def measure(overload: dict[str, Any], limits: dict[str, Any], n: int) -> f
     ]
     t0 = time.process_time()
     for r in reqs:
-        d = await ctl.admit(r, tenant, eps)
-        assert d.action == "admit"
-        ctl.release(r, None, 100, 50)
+        ticket = await ctl.admit(r, tenant, eps)
+        ticket.release(Outcome.OK, Usage(100, 50))
     return (time.process_time() - t0) / n * 1e6
 
 

@@ -11,13 +11,15 @@ import os
 import re
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
+    PlainSerializer,
     SecretStr,
     ValidationError,
     field_validator,
@@ -25,10 +27,12 @@ from pydantic import (
 )
 
 from skyfleet.errors import ConfigError
+from skyfleet.vocab import Priority, RouteTier, parse_priority
 
-Tier = Literal["primary", "spillover", "fallback"]
-Priority = Literal["critical", "standard", "sheddable"]
-TIERS: tuple[Tier, ...] = ("primary", "spillover", "fallback")
+PriorityName = Annotated[
+    Priority, BeforeValidator(parse_priority), PlainSerializer(lambda p: p.label, return_type=str)
+]
+"""A `Priority` written by its name in YAML (`critical`, `standard`, `sheddable`)."""
 
 _HASH_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
 _ENV_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -164,7 +168,7 @@ class EndpointConfig(_Strict):
     url: str = Field(pattern=r"^https?://[^\s]+$")
     model: str = Field(min_length=1, description="model name sent upstream")
     api_key: SecretStr | None = None
-    tier: Tier = "primary"
+    tier: RouteTier = "primary"
     capacity: int = Field(default=32, ge=1)
     accelerator: str | None = None
     price: Price = Field(default_factory=Price)
@@ -203,7 +207,7 @@ class TenantConfig(_Strict):
 
     name: str = Field(pattern=_NAME_RE)
     api_keys: list[str] = Field(min_length=1)
-    priority: Priority = "standard"
+    priority: PriorityName = Priority.STANDARD
     allow_priority_header: bool = False
     limits: Limits = Field(default_factory=Limits)
 

@@ -28,7 +28,7 @@ CFG = {
 
 def test_gateway_metrics_map_to_a_sample() -> None:
     fleet = Fleet(parse_config(CFG))
-    gm = GatewayMetrics(lambda: fleet)
+    gm = GatewayMetrics(fleet)
     gm.attempts.labels("a0", "ok").inc(7)
     gm.attempts.labels("g0", "ok").inc(2)
     gm.attempts.labels("a0", "connect_error").inc(3)
@@ -47,7 +47,7 @@ def test_gateway_metrics_map_to_a_sample() -> None:
 
 def test_endpoints_fall_back_to_metric_gauges() -> None:
     fleet = Fleet(parse_config(CFG))
-    s = sample_from(GatewayMetrics(lambda: fleet).render().decode(), [], 1.0)
+    s = sample_from(GatewayMetrics(fleet).render().decode(), [], 1.0)
     assert {(e.name, e.provider, e.tier) for e in s.endpoints} == {
         ("a0", "azure", "primary"),
         ("g0", "gcp", "spillover"),

@@ -25,7 +25,7 @@ from skyfleet.emulator.metrics import parse_metrics
 from skyfleet.emulator.process import EmulatorProcess, start_emulator
 from skyfleet.gateway.process import GatewayProcess, start_gateway
 from skyfleet.perf import EngineSettings, default_profile
-from skyfleet.policy.priority import Priority
+from skyfleet.policy.priority import Priority, parse_priority
 
 UPSTREAM = "Llama-3.1-8B"
 KEYS = {"acme": "sk-acme", "vip": "sk-vip", "batch": "sk-batch", "free": "sk-free"}
@@ -474,52 +474,57 @@ def controller(overload: dict[str, Any], capacity: int = 2) -> tuple[Any, Any]:
         }
     )
     fleet = Fleet(cfg)
-    return OverloadController(lambda: fleet, CollectorRegistry()), fleet
+    return OverloadController(fleet, CollectorRegistry()), fleet
 
 
 def feats(priority: str = "sheddable") -> Any:
     from skyfleet.policy.types import RequestFeatures
 
     return RequestFeatures(
-        model="chat", tenant="batch", priority=priority, input_tokens_est=10, max_tokens=10
-    )  # type: ignore[arg-type]
+        model="chat",
+        tenant="batch",
+        priority=parse_priority(priority),
+        input_tokens_est=10,
+        max_tokens=10,
+    )
 
 
 async def test_tenant_limits_alone_admit_every_class_and_a_dead_fleet_is_not_queued() -> None:
     ctl, fleet = controller({"enabled": False})
     tenant = fleet.cfg.tenants[0]
-    d = await ctl.admit(feats(), tenant, fleet.states["chat"])
-    assert d.action == "admit"
+    await ctl.admit(feats(), tenant, fleet.states["chat"])  # admitted: no Rejected
     assert ctl.limit_headers(tenant)["x-ratelimit-remaining-requests"] == "29"  # charged
     ctl2, fleet2 = controller({"enabled": True})
     for s in fleet2.states["chat"]:
         s.healthy = False
     t0 = time.monotonic()
-    d2 = await ctl2.admit(feats(), fleet2.cfg.tenants[0], fleet2.states["chat"])
-    assert d2.action == "admit" and time.monotonic() - t0 < 0.5  # routing answers its 503
+    await ctl2.admit(feats(), fleet2.cfg.tenants[0], fleet2.states["chat"])
+    assert time.monotonic() - t0 < 0.5  # admitted at once: routing answers its 503
 
 
 async def test_queued_request_starts_when_a_slot_frees_or_is_shed_at_its_deadline() -> None:
+    from skyfleet.gateway.admission import Rejected, Usage
+    from skyfleet.policy.outcome import Outcome
+
     ctl, fleet = controller({"enabled": True, "sheddable_deadline_s": 0.3}, capacity=4)
     tenant, eps = fleet.cfg.tenants[0], fleet.states["chat"]
-    first = [feats("critical") for _ in range(4)]
-    for f in first:
-        assert (await ctl.admit(f, tenant, eps)).action == "admit"
+    first = [await ctl.admit(feats("critical"), tenant, eps) for _ in range(4)]
     waiting = asyncio.ensure_future(ctl.admit(feats("standard"), tenant, eps))
     await asyncio.sleep(0.05)
     assert not waiting.done() and ctl.queues["chat"].count(Priority.STANDARD) == 1
-    ctl.release(first[0], None, 10, 5)  # 3 in flight: standard may fill 0.9 x 4 = 3.6
+    first[0].release(Outcome.OK, Usage(10, 5))  # 3 in flight: standard may fill 0.9 x 4 = 3.6
     await asyncio.sleep(0.05)
     assert not waiting.done()
-    ctl.release(first[1], None, 10, 5)  # 2 in flight: the waiter starts
-    assert (await asyncio.wait_for(waiting, 1.0)).action == "admit"
+    first[1].release(Outcome.OK, Usage(10, 5))  # 2 in flight: the waiter starts
+    await asyncio.wait_for(waiting, 1.0)  # admitted: no Rejected
     lim = ctl.limiter(tenant)
     before = lim.state(time.time()).remaining_requests
-    shed = await ctl.admit(feats("sheddable"), tenant, eps)  # waits 0.3 s, then 503
-    assert shed.action == "reject" and shed.status == 503 and shed.retry_after_s >= 1
-    assert "overloaded" in shed.reason
+    with pytest.raises(Rejected) as shed:  # waits 0.3 s, then 503
+        await ctl.admit(feats("sheddable"), tenant, eps)
+    assert shed.value.status == 503 and shed.value.retry_after_s >= 1
+    assert "overloaded" in shed.value.message
     assert lim.state(time.time()).remaining_requests >= before  # refunded
-    assert (await ctl.admit(feats("critical"), tenant, eps)).action == "admit"  # 4 of 4
+    await ctl.admit(feats("critical"), tenant, eps)  # 4 of 4: admitted
     gone = asyncio.ensure_future(ctl.admit(feats("critical"), tenant, eps))
     await asyncio.sleep(0.05)
     gone.cancel()  # the client disconnects while waiting

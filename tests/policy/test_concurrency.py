@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from dataclasses import replace
 
 import pytest
 from hypothesis import given, settings
@@ -10,7 +11,9 @@ from hypothesis import strategies as st
 
 from skyfleet.policy.concurrency import AdaptiveLimit, GradientSettings
 
-FAST = GradientSettings(initial_limit=32, min_limit=2, max_limit=64, window_s=1.0, min_samples=5)
+FAST = GradientSettings(
+    initial_limit=32, min_limit=2, max_limit=64, window_s=1.0, tolerance=1.5, min_samples=5
+)
 
 
 def run(lim: AdaptiveLimit, start: float, seconds: int, rtt: float, busy: bool = True) -> float:
@@ -58,9 +61,9 @@ def test_overload_answers_back_off_multiplicatively() -> None:
 
 def test_bad_settings_are_refused() -> None:
     with pytest.raises(ValueError):
-        GradientSettings(initial_limit=1, min_limit=2)
+        GradientSettings(initial_limit=1, min_limit=2, max_limit=64, window_s=0.0, tolerance=1.5)
     with pytest.raises(ValueError):
-        GradientSettings(drop_backoff=1.0)
+        replace(FAST, drop_backoff=1.0)
 
 
 @settings(max_examples=200, deadline=None)
@@ -71,7 +74,7 @@ def test_bad_settings_are_refused() -> None:
     )
 )
 def test_limit_always_within_bounds(samples: list[tuple[float, float, int, bool]]) -> None:
-    s = GradientSettings(initial_limit=20, min_limit=3, max_limit=100, window_s=0.5)
+    s = GradientSettings(initial_limit=20, min_limit=3, max_limit=100, window_s=0.5, tolerance=1.5)
     lim = AdaptiveLimit(s)
     now = 0.0
     for gap, rtt, inflight, drop in samples:

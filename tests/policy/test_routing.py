@@ -134,8 +134,10 @@ def test_retry_budget_caps_ratio_and_attempts() -> None:
         b.record_request(i * 0.05)
     allowed = sum(b.try_retry(1, 5.0) for _ in range(50))
     assert allowed == 20
-    assert not RetryBudget(min_retries=5).try_retry(3, 0.0)  # 3 attempts made: no 4th
-    floor = RetryBudget(ratio=0.2, min_retries=5)
+    assert not RetryBudget(ratio=0.2, min_retries=5, window_s=10, max_attempts=3).try_retry(
+        3, 0.0
+    )  # 3 attempts made: no 4th
+    floor = RetryBudget(ratio=0.2, min_retries=5, window_s=10, max_attempts=3)
     assert sum(floor.try_retry(1, 0.0) for _ in range(10)) == 5
     for i in range(100):
         b.record_request(20 + i * 0.01)  # old window slides out

@@ -79,7 +79,7 @@ def scaled_profile():  # type: ignore[no-untyped-def]
 def sim_fleet() -> Fleet:
     """The fleet, with the gateway's settings and the scripted load as a trace."""
     from skyfleet.config import HealthConfig, OverloadConfig, RoutingConfig
-    from skyfleet.gateway.overload import admission_settings
+    from skyfleet.policy.settings import admission_settings
 
     prof = scaled_profile()
     ml = ModelLoad(

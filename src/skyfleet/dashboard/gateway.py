@@ -19,34 +19,11 @@ from skyfleet.dashboard.source import CallableSource
 
 
 def endpoint_rows(gateway: Any) -> list[dict[str, Any]]:
-    """The gateway's live endpoints as dashboard rows (config + state + health)."""
+    """The gateway's live endpoints as dashboard rows (the `/admin/endpoints` rows)."""
+    from skyfleet.gateway.handlers import endpoint_row
+
     now = time.monotonic()
-    rows = []
-    for ep in gateway.fleet.endpoints.values():
-        s, h, cfg = ep.state, ep.health, ep.cfg
-        ejected_until = getattr(h, "ejected_until", None)
-        rows.append(
-            {
-                "name": s.name,
-                "provider": s.provider,
-                "region": s.region,
-                "tier": s.tier,
-                "model": s.model,
-                "accelerator": getattr(cfg, "accelerator", None) or "",
-                "capacity": s.capacity,
-                "in_flight": s.in_flight,
-                "healthy": s.healthy,
-                "probe_down": getattr(h, "probe_down", False),
-                "ejected_for_s": None if ejected_until is None else max(0.0, ejected_until - now),
-                "price_per_hour": getattr(s, "price_per_hour", None) or 0.0,
-            }
-        )
-    return rows
-
-
-def _bearer(request: web.Request) -> str | None:
-    h = request.headers.get("Authorization", "")
-    return h[7:].strip() if h.lower().startswith("bearer ") else None
+    return [endpoint_row(e, now) for e in gateway.fleet.endpoints.values()]
 
 
 def mount(app: web.Application, gateway: Any, *, interval_s: float = 1.0) -> FleetMonitor:
@@ -63,11 +40,11 @@ def mount(app: web.Application, gateway: Any, *, interval_s: float = 1.0) -> Fle
         return endpoint_rows(gateway)
 
     def authorize(request: web.Request) -> str | None:
-        fleet = gateway.fleet
-        if not fleet.admin_hashes:
+        from skyfleet.gateway.auth import is_admin
+
+        if not gateway.fleet.admin_hashes:
             return "dashboard disabled: set server.admin_api_keys in the fleet config"
-        key = _bearer(request)
-        if key is None or not fleet.is_admin(key):
+        if not is_admin(gateway.fleet, request):
             return "the dashboard needs an admin API key: open /dashboard/#key=<admin key>"
         return None
 

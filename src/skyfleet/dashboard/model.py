@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-PRIORITIES = ("critical", "standard", "sheddable")
-TIERS = ("primary", "spillover", "fallback")
+from skyfleet.vocab import PRIORITY_LABELS, ROUTE_TIERS
+
+PRIORITIES = PRIORITY_LABELS
+TIERS = ROUTE_TIERS
 
 
 @dataclass(frozen=True)

@@ -1,34 +1,92 @@
-"""The gateway's admission step: one call per request that admits, queues or rejects.
+"""The gateway's admission step: one call per request that admits (maybe after queueing) or
+refuses it.
 
-An `Admission` object's `admit` coroutine may suspend while the request waits in a queue; it
-returns an `AdmissionDecision` whose action is "admit" or "reject" (status + Retry-After).
-`release` is called exactly once for every admitted request when it ends, with its usage.
-The default admits everything; the overload policies (issue 7) plug in here.
+`AdmissionController.admit` may suspend while the request waits in a queue. It returns a
+`Ticket` for an admitted request — the request holds it until it ends, then calls
+`ticket.release(outcome, usage)` exactly once — or raises `Rejected` (status, message,
+Retry-After). `AdmitAll` admits everything; `gateway.overload.OverloadController` is the
+real one (tenant limits, priority queue, shedding).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Protocol
 
-from skyfleet.config import TenantConfig
-from skyfleet.policy.types import ADMIT, AdmissionDecision, EndpointState, RequestFeatures
+from skyfleet.config import FleetConfig, TenantConfig
+from skyfleet.policy.outcome import Outcome
+from skyfleet.policy.types import EndpointState, RequestFeatures
 
 
-class Admission(Protocol):
-    """What the gateway needs from an admission controller."""
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """What an ended request consumed: its tokens and what they cost."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_usd: float = 0.0
+
+
+class Ticket(Protocol):
+    """An admitted request's hold on the fleet, until `release`."""
+
+    def release(self, outcome: Outcome, usage: Usage) -> None:
+        """The request ended: free its slot, settle its token and budget charges."""
+        ...
+
+
+class Rejected(Exception):
+    """Admission refused the request: the client gets `status` with `message`."""
+
+    def __init__(
+        self,
+        outcome: Outcome,
+        status: int,
+        message: str,
+        retry_after_s: float | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.outcome, self.status, self.message = outcome, status, message
+        self.retry_after_s = retry_after_s
+        self.headers = headers or {}
+
+
+class AdmissionController(Protocol):
+    """What the gateway needs from admission control."""
 
     async def admit(
         self, req: RequestFeatures, tenant: TenantConfig | None, eps: Sequence[EndpointState]
-    ) -> AdmissionDecision:
-        """Decide (possibly after queueing) whether the request may proceed."""
+    ) -> Ticket:
+        """A ticket once the request may proceed; raises `Rejected` otherwise."""
         ...
 
-    def release(
-        self, req: RequestFeatures, tenant: TenantConfig | None, prompt: int, completion: int
-    ) -> None:
-        """An admitted request ended; `prompt`/`completion` are its tokens."""
+    def limit_headers(self, tenant: TenantConfig) -> dict[str, str]:
+        """The tenant's current `x-ratelimit-*` headers (empty without limits)."""
         ...
+
+    def configure(self, cfg: FleetConfig) -> None:
+        """A reloaded config: re-read settings, keep live state."""
+        ...
+
+    async def start(self) -> None:
+        """Connect what it needs (shared stores)."""
+        ...
+
+    async def close(self) -> None:
+        """Stop background work."""
+        ...
+
+
+class _NoHold:
+    """The ticket of a request nothing holds back."""
+
+    def release(self, outcome: Outcome, usage: Usage) -> None:
+        return None
+
+
+_NO_HOLD = _NoHold()
 
 
 class AdmitAll:
@@ -36,10 +94,17 @@ class AdmitAll:
 
     async def admit(
         self, req: RequestFeatures, tenant: TenantConfig | None, eps: Sequence[EndpointState]
-    ) -> AdmissionDecision:
-        return ADMIT
+    ) -> Ticket:
+        return _NO_HOLD
 
-    def release(
-        self, req: RequestFeatures, tenant: TenantConfig | None, prompt: int, completion: int
-    ) -> None:
+    def limit_headers(self, tenant: TenantConfig) -> dict[str, str]:
+        return {}
+
+    def configure(self, cfg: FleetConfig) -> None:
+        return None
+
+    async def start(self) -> None:
+        return None
+
+    async def close(self) -> None:
         return None

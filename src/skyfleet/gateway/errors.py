@@ -6,6 +6,8 @@ import json
 
 from aiohttp import web
 
+from skyfleet.policy.outcome import Outcome
+
 _TYPES = {
     400: "invalid_request_error",
     401: "authentication_error",
@@ -46,3 +48,34 @@ def error_response(
         content_type="application/json",
         headers=h,
     )
+
+
+class GatewayError(Exception):
+    """A request the gateway itself refuses (auth, size, JSON, model, admission)."""
+
+    def __init__(
+        self,
+        outcome: Outcome,
+        status: int,
+        message: str,
+        *,
+        param: str | None = None,
+        code: str | None = None,
+        retry_after_s: float | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.outcome, self.status, self.message = outcome, status, message
+        self.param, self.code = param, code
+        self.retry_after_s, self.headers = retry_after_s, headers
+
+    def response(self) -> web.Response:
+        """The OpenAI-shaped error response."""
+        return error_response(
+            self.status,
+            self.message,
+            param=self.param,
+            code=self.code,
+            retry_after_s=self.retry_after_s,
+            headers=self.headers,
+        )

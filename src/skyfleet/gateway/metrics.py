@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 from prometheus_client import (
     CollectorRegistry,
@@ -15,6 +15,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from skyfleet.gateway.fleet import Fleet
+from skyfleet.gateway.ledger import UsageRecord
 
 disable_created_metrics()  # type: ignore[no-untyped-call]
 
@@ -24,8 +25,8 @@ _LAT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60,
 class _EndpointCollector(Collector):
     """Reads live endpoint state at scrape time (no per-request gauge updates)."""
 
-    def __init__(self, fleet: Callable[[], Fleet]) -> None:
-        self._fleet = fleet
+    def __init__(self, fleet: Fleet) -> None:
+        self.fleet = fleet
 
     def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
         labels = ["endpoint", "provider", "tier"]
@@ -45,7 +46,7 @@ class _EndpointCollector(Collector):
         ej = CounterMetricFamily(
             "skyfleet_endpoint_ejections", "Outlier ejections of the endpoint", labels=labels
         )
-        for ep in self._fleet().endpoints.values():
+        for ep in self.fleet.endpoints.values():
             s = ep.state
             lv = [s.name, s.provider, s.tier]
             inflight.add_metric(lv, s.in_flight)
@@ -62,7 +63,7 @@ class _EndpointCollector(Collector):
 class GatewayMetrics:
     """All metrics the request path updates."""
 
-    def __init__(self, fleet: Callable[[], Fleet]) -> None:
+    def __init__(self, fleet: Fleet) -> None:
         r = self.registry = CollectorRegistry()
         self.requests = Counter(
             "skyfleet_requests",
@@ -110,6 +111,18 @@ class GatewayMetrics:
             "skyfleet_config_reloads", "Config reloads by result", ["result"], registry=r
         )
         r.register(_EndpointCollector(fleet))
+
+    def observe(self, record: UsageRecord) -> None:
+        """A finished request: its status, latency, time to first token and tokens."""
+        model = record.model
+        self.requests.labels(model, str(record.status)).inc()
+        self.latency.labels(model).observe(record.latency_s)
+        if record.ttft_s is not None:
+            self.ttft.labels(model).observe(record.ttft_s)
+        if record.prompt_tokens:
+            self.tokens.labels(model, "prompt").inc(record.prompt_tokens)
+        if record.completion_tokens:
+            self.tokens.labels(model, "completion").inc(record.completion_tokens)
 
     def render(self) -> bytes:
         """The text exposition format."""

@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
 
 import aiohttp
 
@@ -39,8 +38,8 @@ def parse_vllm_metrics(text: str) -> tuple[float | None, float | None]:
 class Monitor:
     """Probes every endpoint on its interval; ejected endpoints on probation every tick."""
 
-    def __init__(self, fleet: Callable[[], Fleet], session: aiohttp.ClientSession) -> None:
-        self._fleet = fleet
+    def __init__(self, fleet: Fleet, session: aiohttp.ClientSession) -> None:
+        self.fleet = fleet
         self._session = session
         self._task: asyncio.Task[None] | None = None
         self._running: set[asyncio.Task[None]] = set()
@@ -60,7 +59,7 @@ class Monitor:
 
     async def _loop(self) -> None:
         while True:
-            fleet = self._fleet()
+            fleet = self.fleet
             now = time.monotonic()
             hc, rc = fleet.cfg.health, fleet.cfg.routing
             for ep in fleet.endpoints.values():

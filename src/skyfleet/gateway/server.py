@@ -34,10 +34,10 @@ def _free_port(host: str) -> int:
 
 async def run_worker(config_path: str, host: str, port: int, reuse_port: bool) -> None:
     """Serve until SIGTERM/SIGINT; SIGHUP reloads the config; drain on the way out."""
-    from skyfleet.gateway.overload import OverloadGateway as Gateway
+    from skyfleet.gateway.app import build_gateway
 
     cfg = load_config(config_path)
-    gw = Gateway(cfg, config_path)
+    gw = build_gateway(cfg, config_path)
     runner = web.AppRunner(
         gw.build_app(),
         handler_cancellation=True,

@@ -13,7 +13,7 @@ is taken by one atomic Lua script in Redis, with Redis's clock (replicas' clocks
 
 Tokens are charged up front on the estimate and corrected by ``actual − estimate`` when usage
 is known (a second script), exactly as the in-process limiter does. The pure policy is
-unchanged: `SharedLimits.acquire` returns a `SharedTicket`, a `TenantLimiter` whose decision
+unchanged: `SharedLimits.acquire` returns a `SharedCharge`, a `TenantLimiter` whose decision
 was already taken in Redis, and `policy.admission.decide` uses it like any other limiter.
 
 Failure: unreachable at start-up → `SkyfleetError` naming the URL (the gateway does not
@@ -235,7 +235,7 @@ def _gcra_args(g: Gcra | None) -> list[float]:
     return [0.0, 0.0] if g is None else [g.interval, g.tau]
 
 
-class SharedTicket(TenantLimiter):
+class SharedCharge(TenantLimiter):
     """One request's limiter: `try_acquire` returns the decision Redis already took;
     `complete` and `refund` send the correction to Redis (in the background).
 
@@ -362,7 +362,7 @@ class SharedLimits:
     ) -> TenantLimiter:
         """Check and charge every limit of `tenant` in Redis, atomically.
 
-        Returns a `SharedTicket` carrying the decision, or `local` (the process's own
+        Returns a `SharedCharge` carrying the decision, or `local` (the process's own
         limiter, which then decides) when Redis is failing.
         """
         if time.monotonic() < self._down_until:
@@ -404,7 +404,7 @@ class SharedLimits:
 
     def _ticket(
         self, tenant: str, limits: TenantLimits, reply: list[Any], est: float, slot: str
-    ) -> SharedTicket:
+    ) -> SharedCharge:
         ok, rnow, rwait, twait, cblock, bblock, rtat, ttat = reply
         m = self.mirror(tenant, limits)
         now = time.time()
@@ -424,7 +424,7 @@ class SharedLimits:
             ]
             wait, reason = max(blocking)  # (a wait below 1 µs prints as 0: still a refusal)
             decision = RateDecision(False, max(wait, MIN_RETRY_S), reason, m.state(now))
-        return SharedTicket(self, tenant, m, decision, est, slot)
+        return SharedCharge(self, tenant, m, decision, est, slot)
 
     @staticmethod
     def _sync(m: TenantLimiter, shift: float, rtat: str, ttat: str) -> None:

@@ -1,23 +1,18 @@
 """Pure routing and admission decisions (no I/O): the gateway and the simulator share them."""
 
 from skyfleet.policy.health import EndpointHealth
+from skyfleet.policy.outcome import Outcome
+from skyfleet.policy.outlier import OutlierDetector
 from skyfleet.policy.retry import RetryBudget
 from skyfleet.policy.routing import is_saturated, pick_in_tier, route
-from skyfleet.policy.types import (
-    ADMIT,
-    TIER_ORDER,
-    AdmissionDecision,
-    EndpointState,
-    RequestFeatures,
-    RouteDecision,
-)
+from skyfleet.policy.types import TIER_ORDER, EndpointState, RequestFeatures, RouteDecision
 
 __all__ = [
-    "ADMIT",
     "TIER_ORDER",
-    "AdmissionDecision",
     "EndpointHealth",
     "EndpointState",
+    "Outcome",
+    "OutlierDetector",
     "RequestFeatures",
     "RetryBudget",
     "RouteDecision",

@@ -27,29 +27,30 @@ from typing import Generic, Literal, TypeVar
 
 from skyfleet.policy.priority import Priority, QueueEntry, WaitQueue, token_cost
 from skyfleet.policy.ratelimit import Charge, TenantLimiter
-from skyfleet.policy.types import AdmissionDecision, EndpointState
+from skyfleet.policy.types import EndpointState
 
 T = TypeVar("T")
 Action = Literal["admit", "queue", "reject"]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class AdmissionSettings:
     """Queue size, per-class deadlines and capacity shares, shed status and Retry-After bounds.
 
     ``share_*`` is the fraction of the fleet's concurrency a class may fill; below 1.0 it keeps
     headroom for more important classes (Stripe's fleet-usage shedder reserves 20 %; the
-    defaults keep 10 % for critical and another 15 % for standard).
+    config's defaults keep 10 % for critical and another 15 % for standard). Built from the
+    ``overload:`` section by `policy.settings.admission_settings`, which holds the defaults.
     """
 
-    queue_size: int = 256
-    critical_deadline_s: float = 10.0
-    standard_deadline_s: float = 5.0
-    sheddable_deadline_s: float = 2.0
+    queue_size: int
+    critical_deadline_s: float
+    standard_deadline_s: float
+    sheddable_deadline_s: float
+    standard_share: float
+    sheddable_share: float
+    shed_status: int
     critical_share: float = 1.0
-    standard_share: float = 0.9
-    sheddable_share: float = 0.75
-    shed_status: int = 503
     min_retry_after_s: float = 1.0
     max_retry_after_s: float = 60.0
 
@@ -83,20 +84,43 @@ class FleetLoad:
     drain_rate_per_s: float = 0.0
 
 
+class ServiceTime:
+    """Exponential moving average of admitted-to-finished seconds (the fleet's drain rate)."""
+
+    __slots__ = ("mean_s", "weight")
+
+    def __init__(self, weight: float = 0.05) -> None:
+        self.weight = weight
+        self.mean_s: float | None = None
+
+    def observe(self, seconds: float) -> None:
+        """One admitted request ended after `seconds`."""
+        old = self.mean_s
+        self.mean_s = seconds if old is None else old + self.weight * (seconds - old)
+
+
 def fleet_load(
     endpoints: Iterable[EndpointState],
     limits: Mapping[str, int] | None = None,
     drain_rate_per_s: float = 0.0,
+    *,
+    in_flight: int | None = None,
+    service: ServiceTime | None = None,
 ) -> FleetLoad:
-    """Sum in-flight and min(capacity, adaptive limit) over the healthy endpoints."""
+    """The fleet as admission sees it: in flight (the endpoints' own count unless given)
+    against the sum of min(capacity, adaptive limit) over the healthy endpoints; with a
+    `service` estimate the drain rate is limit ÷ mean service time (Little's law at full
+    concurrency)."""
     lim = limits or {}
-    in_flight = 0
+    counted = 0
     limit = 0
     for e in endpoints:
-        in_flight += e.in_flight
+        counted += e.in_flight
         if e.healthy:
             limit += min(e.capacity, lim.get(e.name, e.capacity))
-    return FleetLoad(in_flight, limit, drain_rate_per_s)
+    if service is not None:
+        drain_rate_per_s = limit / service.mean_s if service.mean_s else 0.0
+    return FleetLoad(counted if in_flight is None else in_flight, limit, drain_rate_per_s)
 
 
 @dataclass(frozen=True)
@@ -125,8 +149,8 @@ def retry_after_headers(seconds: float) -> dict[str, str]:
 
 
 @dataclass(frozen=True)
-class Admission(Generic[T]):
-    """The decision plus what the caller needs to carry it out."""
+class Verdict(Generic[T]):
+    """Admission's decision for one request plus what the caller needs to carry it out."""
 
     action: Action
     priority: Priority
@@ -138,16 +162,6 @@ class Admission(Generic[T]):
     charge: Charge | None = None
     entry: QueueEntry[T] | None = None
     displaced: QueueEntry[T] | None = None
-
-    def as_decision(self) -> AdmissionDecision:
-        """The gateway's shared `AdmissionDecision` shape."""
-        return AdmissionDecision(
-            action=self.action,
-            status=self.status,
-            retry_after_s=self.retry_after_s,
-            reason=self.reason,
-            headers=dict(self.headers),
-        )
 
 
 def has_room(p: Priority, fleet: FleetLoad, queue: WaitQueue[T], s: AdmissionSettings) -> bool:
@@ -173,7 +187,7 @@ def decide(
     settings: AdmissionSettings,
     now: float,
     payload: T,
-) -> Admission[T]:
+) -> Verdict[T]:
     """Admit, queue or reject `req` (charging the limiter and pushing into `queue` as needed)."""
     p = req.priority
     charge: Charge | None = None
@@ -183,7 +197,7 @@ def decide(
         if not rd.allowed:
             headers = rd.state.headers() if rd.state is not None else {}
             wait = max(rd.retry_after_s, 0.001)
-            return Admission(
+            return Verdict(
                 "reject",
                 p,
                 status=429,
@@ -194,14 +208,14 @@ def decide(
         charge = rd.charge
 
     if has_room(p, fleet, queue, settings):
-        return Admission("admit", p, headers=headers, charge=charge)
+        return Verdict("admit", p, headers=headers, charge=charge)
 
-    def shed(reason: str, wait: float) -> Admission[T]:
+    def shed(reason: str, wait: float) -> Verdict[T]:
         if limiter is not None and charge is not None:
             limiter.refund(now, charge)
             headers.update(limiter.state(now).headers())
         ra = settings.retry_after(wait)
-        return Admission(
+        return Verdict(
             "reject",
             p,
             status=settings.shed_status,
@@ -231,7 +245,7 @@ def decide(
     )
     if not pushed.accepted:
         return shed("queue_full", expected)
-    return Admission(
+    return Verdict(
         "queue",
         p,
         headers=headers,
@@ -257,10 +271,10 @@ def next_to_dispatch(
 
 def shed_response(
     entry_priority: Priority, reason: str, wait_s: float, s: AdmissionSettings
-) -> Admission[None]:
+) -> Verdict[None]:
     """The reject decision for a queued entry that was displaced or ran past its deadline."""
     ra = s.retry_after(wait_s)
-    return Admission(
+    return Verdict(
         "reject",
         entry_priority,
         status=s.shed_status,

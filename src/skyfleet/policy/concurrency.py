@@ -26,19 +26,21 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class GradientSettings:
-    """Knobs of the Gradient2 limit (Netflix defaults, except the window and bounds)."""
+    """Knobs of the Gradient2 limit (Netflix defaults for the rest). The bounds are the
+    endpoint's; window and tolerance come from the ``overload:`` section
+    (`policy.settings.gradient_settings`)."""
 
-    initial_limit: float = 32.0
-    min_limit: float = 2.0
-    max_limit: float = 1024.0
+    initial_limit: float
+    min_limit: float
+    max_limit: float
+    window_s: float
+    tolerance: float
     smoothing: float = 0.2
-    tolerance: float = 1.5
     queue_size: float = 4.0
     long_window: int = 600
     max_gradient: float = 1.0
-    window_s: float = 0.0
     min_samples: int = 1
     drop_backoff: float = 0.9
 
@@ -54,8 +56,8 @@ class GradientSettings:
 class AdaptiveLimit:
     """The concurrency limit of one endpoint, fed with latency samples."""
 
-    def __init__(self, settings: GradientSettings | None = None, initial: float | None = None):
-        self.settings = s = settings or GradientSettings()
+    def __init__(self, settings: GradientSettings, initial: float | None = None):
+        self.settings = s = settings
         start = s.initial_limit if initial is None else initial
         self._limit = min(s.max_limit, max(s.min_limit, start))
         self.long_rtt: float | None = None

@@ -14,16 +14,16 @@ from collections import deque
 from dataclasses import dataclass
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class HedgeSettings:
-    """Hedging knobs; ``enabled=False`` by default."""
+    """Hedging knobs, from ``overload.hedging`` (`policy.settings.hedge_settings`)."""
 
-    enabled: bool = False
-    percentile: float = 95.0
-    budget_fraction: float = 0.05
-    min_samples: int = 20
+    enabled: bool
+    percentile: float
+    budget_fraction: float
+    min_samples: int
+    min_delay_s: float
     history: int = 512
-    min_delay_s: float = 0.0
     window_s: float = 60.0
 
     def __post_init__(self) -> None:
@@ -44,8 +44,8 @@ def percentile(sorted_values: list[float], pct: float) -> float:
 class HedgePolicy:
     """Hedging decisions for one traffic class (e.g. one model)."""
 
-    def __init__(self, settings: HedgeSettings | None = None) -> None:
-        self.settings = settings or HedgeSettings()
+    def __init__(self, settings: HedgeSettings) -> None:
+        self.settings = settings
         self._ttfts: deque[float] = deque(maxlen=self.settings.history)
         self._cached: float | None = None
         self._since_sort = 0

@@ -21,38 +21,17 @@ import heapq
 import itertools
 from collections import deque
 from dataclasses import dataclass, field
-from enum import IntEnum
 from typing import Generic, TypeVar
+
+from skyfleet.vocab import Priority as Priority
+from skyfleet.vocab import parse_priority as parse_priority
 
 T = TypeVar("T")
 
 W_INPUT = 1.0
 W_OUTPUT = 2.0
 
-
-class Priority(IntEnum):
-    """Request classes; a lower value is more important."""
-
-    CRITICAL = 0
-    STANDARD = 1
-    SHEDDABLE = 2
-
-    @property
-    def label(self) -> str:
-        """The lower-case name used in config, headers and metrics."""
-        return self.name.lower()
-
-
 PRIORITY_HEADER = "x-skyfleet-priority"
-
-
-def parse_priority(value: str) -> Priority:
-    """``critical`` / ``standard`` / ``sheddable`` (case-insensitive) → Priority."""
-    try:
-        return Priority[value.strip().upper()]
-    except KeyError:
-        known = ", ".join(p.label for p in Priority)
-        raise ValueError(f"unknown priority {value!r}; expected one of {known}") from None
 
 
 def resolve_priority(tenant_default: str | Priority, header: str | None, allow: bool) -> Priority:
@@ -61,9 +40,7 @@ def resolve_priority(tenant_default: str | Priority, header: str | None, allow: 
     Raises ValueError for a bad header value from a tenant that may set it (the caller
     answers 400); a header from a tenant that may not is ignored.
     """
-    base = (
-        tenant_default if isinstance(tenant_default, Priority) else parse_priority(tenant_default)
-    )
+    base = parse_priority(tenant_default)
     if header is None or not allow:
         return base
     return parse_priority(header)

@@ -9,14 +9,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, kw_only=True)
 class RetryBudget:
-    """Counts requests and retries in 1-second buckets over `window_s`."""
+    """Counts requests and retries in 1-second buckets over `window_s` (from ``routing:``,
+    `policy.settings.retry_budget`)."""
 
-    ratio: float = 0.2
-    min_retries: int = 10
-    window_s: float = 10.0
-    max_attempts: int = 3
+    ratio: float
+    min_retries: int
+    window_s: float
+    max_attempts: int
     _buckets: dict[int, list[int]] = field(default_factory=dict)  # second → [requests, retries]
 
     def _bucket(self, now: float) -> list[int]:

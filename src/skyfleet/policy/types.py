@@ -6,12 +6,19 @@ health, scraped engine signals); the simulator builds its own. Policies only rea
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Literal
+from dataclasses import dataclass
 
-Tier = Literal["primary", "spillover", "fallback"]
-Priority = Literal["critical", "standard", "sheddable"]
-TIER_ORDER: dict[str, int] = {"primary": 0, "spillover": 1, "fallback": 2}
+from skyfleet.vocab import ROUTE_TIER_ORDER as TIER_ORDER
+from skyfleet.vocab import Priority, RouteTier
+
+__all__ = [
+    "TIER_ORDER",
+    "EndpointState",
+    "Priority",
+    "RequestFeatures",
+    "RouteDecision",
+    "RouteTier",
+]
 
 
 @dataclass(slots=True)
@@ -20,7 +27,7 @@ class EndpointState:
 
     name: str
     provider: str
-    tier: Tier
+    tier: RouteTier
     capacity: int
     model: str = ""  # model name sent upstream
     region: str = ""
@@ -46,7 +53,7 @@ class RequestFeatures:
 
     model: str
     tenant: str = "anonymous"
-    priority: Priority = "standard"
+    priority: Priority = Priority.STANDARD
     stream: bool = False
     input_tokens_est: int = 0
     max_tokens: int | None = None
@@ -58,21 +65,7 @@ class RouteDecision:
     """Where to send one attempt; endpoint None means nothing is available."""
 
     endpoint: str | None
-    tier: Tier | None = None
+    tier: RouteTier | None = None
     spilled: bool = False  # served by a later tier than the model's first
     saturated: bool = False  # every healthy candidate was saturated
     reason: str = ""
-
-
-@dataclass(slots=True, frozen=True)
-class AdmissionDecision:
-    """Admission control's answer: admit now, wait in a queue, or reject."""
-
-    action: Literal["admit", "queue", "reject"] = "admit"
-    status: int = 200  # HTTP status to return when rejected (429 or 503)
-    retry_after_s: float | None = None
-    reason: str = ""
-    headers: dict[str, str] = field(default_factory=dict)
-
-
-ADMIT = AdmissionDecision()

@@ -17,9 +17,11 @@ from skyfleet.config import HealthConfig, RoutingConfig
 from skyfleet.errors import ConfigError, DoesNotFitError
 from skyfleet.perf import Profile, RequestSizes, default_profile, max_rate_at_slo, steady_state
 from skyfleet.policy.admission import AdmissionSettings
+from skyfleet.policy.settings import admission_settings
 from skyfleet.sim.trace import Trace
+from skyfleet.vocab import PRIORITY_LABELS
 
-PRIORITIES = ("critical", "standard", "sheddable")
+PRIORITIES = PRIORITY_LABELS
 
 
 @dataclass(frozen=True)
@@ -354,14 +356,7 @@ def fleet_from_config(config: object, workload: object) -> Fleet:
         raise ConfigError("the config has no endpoint serving a model of the workload")
     period = next(iter(loads.values())).period_s
     ov = config.overload
-    admission = AdmissionSettings(
-        queue_size=ov.queue_size,
-        critical_deadline_s=ov.critical_deadline_s,
-        standard_deadline_s=ov.standard_deadline_s,
-        sheddable_deadline_s=ov.sheddable_deadline_s,
-        standard_share=ov.standard_share,
-        sheddable_share=ov.sheddable_share,
-    )
+    admission = admission_settings(ov)
     if not ov.enabled:
         notes.append(
             "overload control is off in the config; simulated with the gateway's default "

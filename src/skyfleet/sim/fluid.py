@@ -24,6 +24,7 @@ import numpy as np
 
 from skyfleet.perf import Profile, RequestSizes, steady_state
 from skyfleet.policy.admission import AdmissionSettings
+from skyfleet.policy.settings import admission_settings
 from skyfleet.sim import autoscale
 from skyfleet.sim.fleet import Fleet, Group
 from skyfleet.sim.result import TTFT_EDGES, SimResult
@@ -137,7 +138,7 @@ def run_fluid(
 ) -> SimResult:
     """Simulate the fleet through the timeline at rate level; see the module docstring."""
     t_wall = time.perf_counter()
-    adm = admission or fleet.admission or AdmissionSettings()
+    adm = admission or fleet.admission or admission_settings()
     dt = float(step or scenario.step)
     horizon = timeline.horizon
     T = math.ceil(horizon / dt - 1e-9)

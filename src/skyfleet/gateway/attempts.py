@@ -1,0 +1,444 @@
+"""One upstream attempt: send the request to an endpoint and relay its answer.
+
+`PlainAttempts` is the attempt strategy without hedging: a JSON attempt reads the whole
+answer; a streaming attempt is two halves — `open_stream` sends the request and waits for
+the first bytes (nothing has reached the client, so a failure may still be retried), and
+`commit_stream` relays the stream (from its first byte on, no retry). Every attempt's
+outcome goes to the `AttemptRecorder`: the endpoint's outlier detection, its adaptive
+concurrency limit, and the attempt metrics. `gateway.hedging.HedgedAttempts` races two of
+these halves.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import aiohttp
+import orjson
+from aiohttp import web
+
+from skyfleet.gateway.call import Answer, Call
+from skyfleet.gateway.errors import error_body
+from skyfleet.gateway.fleet import Fleet, LiveEndpoint
+from skyfleet.gateway.ledger import UsageRecord
+from skyfleet.gateway.metrics import GatewayMetrics
+from skyfleet.gateway.sse import SSERelay, error_event
+from skyfleet.policy.outcome import Outcome
+from skyfleet.policy.outlier import OutlierDetector
+
+log = logging.getLogger("skyfleet.gateway")
+
+API_PATHS = {
+    "chat": "/chat/completions",
+    "completions": "/completions",
+    "embeddings": "/embeddings",
+}
+
+
+class AttemptFailed(Exception):
+    """One upstream attempt failed before any byte reached the client."""
+
+    def __init__(
+        self,
+        outcome: Outcome,
+        message: str,
+        *,
+        status: int = 502,
+        body: bytes | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.outcome, self.message, self.status = outcome, message, status
+        self.body, self.headers = body, headers or {}
+
+    def response(self) -> web.Response:
+        """The client-facing answer when no attempt is left."""
+        headers = {"x-skyfleet-error-source": "upstream", **self.headers}
+        body = self.body or error_body(self.status, self.message, code=self.outcome.value)
+        return web.Response(
+            status=self.status, body=body, content_type="application/json", headers=headers
+        )
+
+
+@dataclass(slots=True)
+class OpenedStream:
+    """An upstream stream whose first bytes arrived but that reached no client yet."""
+
+    upstream: aiohttp.ClientResponse
+    first: bytes
+
+
+class AttemptStrategy(Protocol):
+    """How the proxy makes one attempt on an endpoint (plain or hedged)."""
+
+    async def json(self, call: Call, endpoint: LiveEndpoint) -> Answer:
+        """A non-streaming attempt; raises AttemptFailed when it may be retried."""
+        ...
+
+    async def stream(self, request: web.Request, call: Call, endpoint: LiveEndpoint) -> Answer:
+        """A streaming attempt; raises AttemptFailed before the first byte is relayed."""
+        ...
+
+
+class LatencyObserver(Protocol):
+    """Fed with attempt latencies and overload answers (the adaptive concurrency limits)."""
+
+    def on_latency(self, endpoint: LiveEndpoint, seconds: float) -> None:
+        """A time-to-first-byte sample of one attempt."""
+        ...
+
+    def on_drop(self, endpoint: LiveEndpoint) -> None:
+        """The endpoint answered with an overload signal (429, 503, timeout)."""
+        ...
+
+
+class AttemptRecorder:
+    """Where each attempt's outcome goes: outlier detection, adaptive limit, metrics."""
+
+    def __init__(
+        self,
+        fleet: Fleet,
+        metrics: GatewayMetrics,
+        observer: LatencyObserver | None = None,
+    ) -> None:
+        self.fleet = fleet
+        self.metrics = metrics
+        self.observer = observer
+
+    def record(self, endpoint: LiveEndpoint, outcome: Outcome) -> None:
+        """Count the attempt's outcome; eject the endpoint after enough faults in a row."""
+        self.metrics.attempts.labels(endpoint.cfg.name, outcome.value).inc()
+        if self.observer is not None and outcome.overload:
+            self.observer.on_drop(endpoint)
+        fleet = self.fleet
+        now = time.monotonic()
+        detector = OutlierDetector(fleet.cfg.health)
+        others = (e.health for e in fleet.endpoints.values())
+        if detector.observe(endpoint.health, outcome, others, now):
+            endpoint.state.healthy = False
+            log.warning(
+                "endpoint %s ejected for %.1fs after consecutive failures (%s)",
+                endpoint.cfg.name,
+                endpoint.health.seconds_until_retry(now),
+                outcome.value,
+            )
+
+    def latency(self, endpoint: LiveEndpoint, seconds: float) -> None:
+        """A successful attempt's time to first byte."""
+        if self.observer is not None:
+            self.observer.on_latency(endpoint, seconds)
+
+
+class PlainAttempts:
+    """Attempts without hedging."""
+
+    def __init__(self, session: Callable[[], aiohttp.ClientSession], recorder: AttemptRecorder):
+        self._session = session
+        self.recorder = recorder
+
+    # ---- the request sent upstream ------------------------------------------------------
+    @staticmethod
+    def upstream_body(call: Call, endpoint: LiveEndpoint) -> bytes:
+        """The client's bytes when nothing changes; else the body with the endpoint's model
+        and `stream_options.include_usage` (the ledger needs the stream's usage)."""
+        request = call.request
+        need_usage = call.features.stream and not call.client_usage
+        if request["model"] == endpoint.cfg.model and not need_usage:
+            return call.body
+        out = dict(request)
+        out["model"] = endpoint.cfg.model
+        if need_usage:
+            options = dict(out.get("stream_options") or {})
+            options["include_usage"] = True
+            out["stream_options"] = options
+        return orjson.dumps(out)
+
+    def _post(self, call: Call, endpoint: LiveEndpoint) -> Any:
+        return self._session().post(
+            endpoint.cfg.url + API_PATHS[call.api],
+            data=self.upstream_body(call, endpoint),
+            headers=endpoint.headers,
+            timeout=endpoint.timeout,
+        )
+
+    # ---- non-streaming ------------------------------------------------------------------
+    async def json(self, call: Call, endpoint: LiveEndpoint) -> Answer:
+        """Send, read the whole answer, pass it on (a 4xx is the client's and passes too)."""
+        state = endpoint.state
+        state.in_flight += 1
+        started = time.monotonic()
+        try:
+            try:
+                async with self._post(call, endpoint) as upstream:
+                    data = await upstream.read()
+                    status, headers = upstream.status, upstream.headers
+            except TimeoutError:
+                raise self._failed(endpoint, Outcome.UPSTREAM_TIMEOUT) from None
+            except (aiohttp.ClientError, OSError) as e:
+                raise self._failed(endpoint, Outcome.UPSTREAM_CONNECT, e) from None
+            finally:
+                state.in_flight -= 1
+            self._raise_for_status(endpoint, status, data, headers)
+        except AttemptFailed as failed:
+            self.recorder.record(endpoint, failed.outcome)
+            raise
+        record = call.record
+        outcome = Outcome.OK
+        if 200 <= status < 300:
+            usage = _json_usage(data)
+            if usage is None:
+                garbage = AttemptFailed(
+                    Outcome.UPSTREAM_GARBAGE,
+                    f"endpoint {endpoint.cfg.name} returned an invalid response "
+                    "(not a JSON object)",
+                )
+                self.recorder.record(endpoint, garbage.outcome)
+                raise garbage
+            record.prompt_tokens, record.completion_tokens = usage
+            self.recorder.latency(
+                endpoint, (time.monotonic() - started) / (record.completion_tokens + 1)
+            )
+        else:
+            outcome = Outcome.UPSTREAM_CLIENT_ERROR
+        self.recorder.record(endpoint, outcome)
+        response = web.Response(
+            status=status,
+            body=data,
+            headers={
+                "Content-Type": headers.get("Content-Type", "application/json"),
+                "x-skyfleet-endpoint": endpoint.cfg.name,
+                "x-skyfleet-attempts": str(record.attempts),
+            },
+        )
+        return Answer(response, outcome, status)
+
+    # ---- streaming ----------------------------------------------------------------------
+    async def stream(self, request: web.Request, call: Call, endpoint: LiveEndpoint) -> Answer:
+        """Open the stream, then relay it."""
+        opened = await self.open_stream(call, endpoint)
+        if isinstance(opened, Answer):
+            return opened
+        return await self.commit_stream(request, call, endpoint, opened)
+
+    async def open_stream(self, call: Call, endpoint: LiveEndpoint) -> OpenedStream | Answer:
+        """Send the request and wait for the first bytes; nothing reaches the client yet.
+
+        Failures before this point raise AttemptFailed (retryable); an upstream error status
+        comes back as the answer to pass on. On success the endpoint's in-flight count stays
+        raised until `commit_stream` (or `discard`) ends it.
+        """
+        state = endpoint.state
+        state.in_flight += 1
+        started = time.monotonic()
+        upstream: aiohttp.ClientResponse | None = None
+        opened = False
+        try:
+            try:
+                upstream = await self._post(call, endpoint)
+                if upstream.status != 200:
+                    data = await upstream.read()
+                    self._raise_for_status(endpoint, upstream.status, data, upstream.headers)
+                    self.recorder.record(endpoint, Outcome.UPSTREAM_CLIENT_ERROR)
+                    content_type = upstream.headers.get("Content-Type", "text/plain")
+                    response = web.Response(
+                        status=upstream.status, body=data, headers={"Content-Type": content_type}
+                    )
+                    return Answer(response, Outcome.UPSTREAM_CLIENT_ERROR, upstream.status)
+                first = await upstream.content.readany()
+            except TimeoutError:
+                raise self._failed(endpoint, Outcome.UPSTREAM_TIMEOUT) from None
+            except (aiohttp.ClientError, OSError) as e:
+                raise self._failed(endpoint, Outcome.UPSTREAM_CONNECT, e) from None
+            if not _looks_like_sse(upstream.headers.get("Content-Type", ""), first):
+                raise AttemptFailed(
+                    Outcome.UPSTREAM_GARBAGE,
+                    f"endpoint {endpoint.cfg.name} returned an invalid stream "
+                    "(not server-sent events)",
+                )
+            opened = True
+            self.recorder.latency(endpoint, time.monotonic() - started)
+            return OpenedStream(upstream, first)
+        except AttemptFailed as failed:
+            self.recorder.record(endpoint, failed.outcome)
+            raise
+        finally:
+            if not opened:
+                state.in_flight -= 1
+                if upstream is not None:
+                    upstream.close()
+
+    @staticmethod
+    def discard(opened: OpenedStream, endpoint: LiveEndpoint) -> None:
+        """Close an opened stream that will not be relayed (a hedge that lost)."""
+        endpoint.state.in_flight -= 1
+        opened.upstream.close()
+
+    async def commit_stream(
+        self, request: web.Request, call: Call, endpoint: LiveEndpoint, opened: OpenedStream
+    ) -> Answer:
+        """Relay an opened stream to the client: from here on no retry is possible."""
+        record = call.record
+        clean = False
+        out = web.StreamResponse(
+            status=200,
+            headers={
+                "Content-Type": "text/event-stream",
+                "Cache-Control": "no-cache",
+                "x-request-id": record.request_id,
+                "x-skyfleet-endpoint": endpoint.cfg.name,
+                "x-skyfleet-attempts": str(record.attempts),
+            },
+        )
+        try:
+            call.committed = True
+            await out.prepare(request)
+            record.ttft_s = time.monotonic() - call.started
+            outcome, clean = await self._relay(out, opened, call, endpoint)
+        finally:
+            endpoint.state.in_flight -= 1
+            if clean:
+                opened.upstream.release()
+            else:
+                opened.upstream.close()
+        status = {Outcome.OK: 200, Outcome.CLIENT_DISCONNECTED: 499}.get(outcome, 502)
+        return Answer(out, outcome, status)
+
+    async def _relay(
+        self, out: web.StreamResponse, opened: OpenedStream, call: Call, endpoint: LiveEndpoint
+    ) -> tuple[Outcome, bool]:
+        """Relay the stream: (how it ended, whether the upstream connection may be reused)."""
+        upstream = opened.upstream
+        relay = SSERelay(strip_usage=not call.client_usage)
+        chunk = opened.first
+        failure: str | None = None
+        try:
+            while chunk:
+                data = relay.feed(chunk)
+                if data:
+                    await out.write(data)
+                if relay.done:
+                    break
+                try:
+                    chunk = await upstream.content.readany()
+                except TimeoutError:
+                    failure = "upstream stalled mid-stream"
+                    break
+                except (aiohttp.ClientError, OSError) as e:
+                    failure = f"upstream connection lost mid-stream ({type(e).__name__})"
+                    break
+            if failure is None and not relay.done:
+                failure = "upstream closed the stream before it finished"
+            if relay.buf and failure is None:
+                await out.write(relay.buf)
+            if failure is not None:
+                await out.write(error_event(f"endpoint {endpoint.cfg.name}: {failure}"))
+        except ConnectionResetError:
+            return Outcome.CLIENT_DISCONNECTED, False
+        finally:
+            _stream_usage(call.record, relay)
+        if failure is not None:
+            self.recorder.record(endpoint, Outcome.MID_STREAM)
+        else:
+            call.finished = True
+            self.recorder.record(endpoint, Outcome.OK)
+        with contextlib.suppress(ConnectionResetError):
+            await out.write_eof()
+        if failure is not None:
+            return Outcome.MID_STREAM, False
+        try:  # read the upstream's end so its connection can be reused
+            await asyncio.wait_for(upstream.content.read(), 1.0)
+        except (TimeoutError, aiohttp.ClientError, OSError):
+            return Outcome.OK, False
+        return Outcome.OK, True
+
+    # ---- failures -----------------------------------------------------------------------
+    @staticmethod
+    def _failed(
+        endpoint: LiveEndpoint, outcome: Outcome, error: BaseException | None = None
+    ) -> AttemptFailed:
+        if outcome is Outcome.UPSTREAM_TIMEOUT:
+            return AttemptFailed(outcome, f"endpoint {endpoint.cfg.name} timed out", status=504)
+        return AttemptFailed(
+            outcome, f"endpoint {endpoint.cfg.name} failed: {type(error).__name__}"
+        )
+
+    @staticmethod
+    def _raise_for_status(
+        endpoint: LiveEndpoint, status: int, data: bytes, headers: Mapping[str, str]
+    ) -> None:
+        """Raise for a 429/5xx answer; other statuses are the client's and pass through."""
+        if status == 429:
+            retry_after = headers.get("Retry-After")
+            passed = {"Retry-After": retry_after} if retry_after is not None else {}
+            endpoint.state.throttled_until = time.monotonic() + retry_after_s(retry_after)
+            raise AttemptFailed(
+                Outcome.UPSTREAM_429,
+                f"endpoint {endpoint.cfg.name} is rate limiting",
+                status=429,
+                body=data or None,
+                headers=passed,
+            )
+        if status >= 500:
+            raise AttemptFailed(
+                Outcome.UPSTREAM_OVERLOADED if status == 503 else Outcome.UPSTREAM_5XX,
+                f"endpoint {endpoint.cfg.name} answered {status}",
+                status=status if status in (500, 502, 503, 504) else 502,
+                body=data if _json_object(data) is not None else None,
+            )
+
+
+def _looks_like_sse(content_type: str, first: bytes) -> bool:
+    head = first.lstrip()
+    return (
+        bool(first)
+        and "text/event-stream" in content_type
+        and head.startswith((b"data:", b":", b"event:", b"id:"))
+    )
+
+
+def retry_after_s(value: str | None) -> float:
+    """Seconds from a Retry-After header (1 s when absent or unreadable, at most 60 s)."""
+    try:
+        return min(60.0, max(0.0, float(value))) if value is not None else 1.0
+    except ValueError:
+        return 1.0
+
+
+def token_count(value: Any) -> int:
+    """A usage field as a count (0 unless a non-negative integer)."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
+
+
+def _json_object(data: bytes) -> dict[str, Any] | None:
+    try:
+        parsed = orjson.loads(data)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    return parsed if isinstance(parsed, dict) else None
+
+
+def _json_usage(data: bytes) -> tuple[int, int] | None:
+    """(prompt, completion) tokens of a JSON answer; None when it is not a JSON object."""
+    parsed = _json_object(data)
+    if parsed is None:
+        return None
+    usage = parsed.get("usage")
+    if not isinstance(usage, dict):
+        return 0, 0
+    return token_count(usage.get("prompt_tokens")), token_count(usage.get("completion_tokens"))
+
+
+def _stream_usage(record: UsageRecord, relay: SSERelay) -> None:
+    if relay.usage is not None:
+        record.prompt_tokens = token_count(relay.usage.get("prompt_tokens"))
+        record.completion_tokens = token_count(relay.usage.get("completion_tokens"))
+        record.usage_estimated = False
+    else:  # partial stream: one token per content event is the estimate
+        record.completion_tokens = max(0, relay.events - (1 if relay.done else 0))
+        record.usage_estimated = True
