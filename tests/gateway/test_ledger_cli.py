@@ -75,7 +75,7 @@ async def test_ledger_batches_and_flushes_on_close(tmp_path: Path) -> None:
         capture_output=True,
         text=True,
     )
-    assert bad.returncode == 2 and "no such usage ledger" in bad.stderr
+    assert bad.returncode == 2 and "no such usage ledger" in " ".join(bad.stderr.split())
 
 
 def test_parse_time() -> None:

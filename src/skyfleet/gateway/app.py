@@ -102,7 +102,7 @@ class Gateway:
         self.fleet = Fleet(cfg)
         self.config_path = config_path
         self.metrics = GatewayMetrics(lambda: self.fleet)
-        self.ledger = Ledger(cfg.ledger.path, cfg.ledger.flush_interval_s, cfg.ledger.max_batch)
+        self.ledger = Ledger(cfg.ledger.target, cfg.ledger.flush_interval_s, cfg.ledger.max_batch)
         self.retry = self._budget(cfg)
         self.admission: Admission = admission or AdmitAll()
         self.rng = random.Random()
