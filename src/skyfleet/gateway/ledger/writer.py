@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from skyfleet.gateway.ledger.record import UsageRecord, as_row
-from skyfleet.gateway.ledger.target import LedgerTarget, parse_target
+from skyfleet.gateway.ledger.target import LedgerError, LedgerTarget, parse_target
 
 log = logging.getLogger("skyfleet.gateway.ledger")
 
@@ -31,7 +31,13 @@ class Store(Protocol):
 def open_store(target: LedgerTarget) -> Store:
     """The backend for a ledger location (PostgreSQL imports asyncpg only when used)."""
     if target.kind == "postgres":
-        from skyfleet.gateway.ledger.postgres import PostgresStore
+        try:
+            from skyfleet.gateway.ledger.postgres import PostgresStore
+        except ImportError as e:
+            raise LedgerError(
+                f"ledger {target.shown}: the PostgreSQL ledger needs asyncpg "
+                f"(pip install 'skyfleet[postgres]'): {e}"
+            ) from None
 
         return PostgresStore(target.location)
     from skyfleet.gateway.ledger.sqlite import SqliteStore
