@@ -115,9 +115,10 @@ class LedgerConfig(_Strict):
     @property
     def sqlite_path(self) -> str | None:
         """The SQLite file, or None when the ledger is PostgreSQL."""
-        if self.url is None:
-            return self.path
-        return self.url[len("sqlite:///") :] if self.url.startswith("sqlite:///") else None
+        from skyfleet.gateway.ledger.target import parse_target
+
+        t = parse_target(self.target)
+        return t.location if t.kind == "sqlite" else None
 
 
 class RoutingConfig(_Strict):

@@ -125,8 +125,8 @@ class PostgresStore:
     async def write(self, rows: Sequence[tuple[Any, ...]]) -> None:
         """Insert a batch in one statement; request ids already present are skipped."""
         assert self._pool is not None
-        columns = list(zip(*rows, strict=True)) if rows else [() for _ in COLUMNS]
-        await self._pool.execute(INSERT, *(list(c) for c in columns))
+        if rows:
+            await self._pool.execute(INSERT, *(list(c) for c in zip(*rows, strict=True)))
 
     async def close(self) -> None:
         """Close the pool (waits briefly for a running statement)."""
