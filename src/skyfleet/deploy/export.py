@@ -34,7 +34,7 @@ def _dump(path: Path, docs: list[dict[str, Any]], comments: Sequence[str] = ()) 
 def export_plan(plan_path: str | Path, out_dir: str | Path, opts: ExportOptions) -> list[Path]:
     """Write every exported file for the plan at `plan_path`; returns their paths."""
     plan = load_plan_file(plan_path)
-    units = plan_units(plan, opts)
+    units = plan_units(plan, opts, str(plan_path))
     out = Path(out_dir)
     written: list[Path] = []
     sky = [u for u in units if u.kind == "skypilot"]

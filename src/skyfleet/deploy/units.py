@@ -115,15 +115,16 @@ def is_self_hosted(e: PlannedEntry, opts: ExportOptions) -> bool:
     )
 
 
-def plan_units(plan: PlanFile, opts: ExportOptions) -> list[Unit]:
-    """Every active entry as a unit, with unique names (per pool for Kubernetes)."""
+def plan_units(plan: PlanFile, opts: ExportOptions, source: str = "plan") -> list[Unit]:
+    """Every active entry as a unit, with unique names (per pool for Kubernetes); errors name
+    `source` (the plan file) and the entry."""
     units: list[Unit] = []
     taken: set[tuple[str, str]] = set()
     many_models = len(plan.models) > 1
     for i, e in enumerate(plan.entries):
         if e.peak <= 0:
             continue
-        where = f"plan entries[{i}] ({e.provider}/{e.region}/{e.accelerator})"
+        where = f"{source}: entries[{i}] ({e.provider}/{e.region}/{e.accelerator})"
         acc = accelerator(e.accelerator, where)
         spec = plan.spec(e)
         repo = hf_repo(spec, opts.hf_models, where)
