@@ -15,11 +15,19 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/skyfleet demo
 
-# System packages the tests need (headless Chromium for the dashboard tests, redis-server).
+# System packages the tests need: headless Chromium (dashboard), redis-server, PostgreSQL
+# (ledger; tests start their own server as an unprivileged user) and kubectl (renders
+# deploy/k8s with its built-in kustomize). A missing one skips the tests that need it.
+PG_BIN := $(firstword $(wildcard /usr/lib/postgresql/*/bin/initdb) $(shell command -v initdb 2>/dev/null))
 deps:
-	@if ! command -v chromium >/dev/null 2>&1 || ! command -v redis-server >/dev/null 2>&1; then \
-		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium redis-server >/dev/null) \
-		|| echo "warning: could not install chromium/redis-server; tests needing them will be skipped"; \
+	@missing=""; \
+	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
+	command -v redis-server >/dev/null 2>&1 || missing="$$missing redis-server"; \
+	[ -n "$(PG_BIN)" ] || missing="$$missing postgresql"; \
+	command -v kubectl >/dev/null 2>&1 || missing="$$missing kubernetes-client"; \
+	if [ -n "$$missing" ]; then \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null) \
+		|| echo "warning: could not install$$missing; tests needing them will be skipped"; \
 	fi
 
 lint: $(STAMP)

@@ -27,6 +27,7 @@ _PARTS = (
     "skyfleet.gateway.cli",
     "skyfleet.bench.cli",
     "skyfleet.planner.cli",
+    "skyfleet.deploy.cli",
     "skyfleet.sim.cli",
     "skyfleet.demo.cli",
 )

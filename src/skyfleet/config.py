@@ -87,11 +87,42 @@ class ServerConfig(_Strict):
 
 
 class LedgerConfig(_Strict):
-    """Usage ledger: SQLite (WAL) file written in batches off the hot path."""
+    """Usage ledger written in batches off the hot path: a SQLite (WAL) file (`path`) or a
+    database URL (`url`: postgresql://… shared by every replica, or sqlite:///file)."""
 
     path: str = "skyfleet-usage.sqlite"
+    url: str | None = Field(default=None, description="postgresql://user:pw@host:5432/db")
     flush_interval_s: float = Field(default=0.5, gt=0)
     max_batch: int = Field(default=5000, gt=0)
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str | None) -> str | None:
+        if v is not None and not re.match(r"^(postgres(ql)?://\S+|sqlite:///\S+)$", v):
+            raise ValueError(
+                "expected postgresql://user:password@host:5432/dbname or sqlite:///path/file, "
+                "or null to use ledger.path"
+            )
+        return v
+
+    @model_validator(mode="after")
+    def _one_location(self) -> LedgerConfig:
+        if self.url is not None and "path" in self.model_fields_set:
+            raise ValueError("expected either ledger.path or ledger.url, not both")
+        return self
+
+    @property
+    def target(self) -> str:
+        """Where the ledger lives: the URL when set, else the SQLite path."""
+        return self.url if self.url is not None else self.path
+
+    @property
+    def sqlite_path(self) -> str | None:
+        """The SQLite file, or None when the ledger is PostgreSQL."""
+        from skyfleet.gateway.ledger.target import parse_target
+
+        t = parse_target(self.target)
+        return t.location if t.kind == "sqlite" else None
 
 
 class RoutingConfig(_Strict):
@@ -368,7 +399,8 @@ def _format_validation(e: ValidationError, src: str) -> str:
             msg = "required key is missing"
         got = err.get("input")
         show = err["type"] not in ("missing", "extra_forbidden") and not isinstance(got, dict)
-        if isinstance(got, str) and ("api_key" in str(loc) or "redis_url" in str(loc)):
+        secret = ("api_key", "redis_url", "'ledger', 'url'")
+        if isinstance(got, str) and any(k in str(loc) for k in secret):
             show = False  # never echo secrets
         lines.append(f"{_loc(loc)}: {msg}" + (f" (got {got!r})" if show else ""))
     head = f"{src}: " if len(lines) == 1 else f"{src}: {len(lines)} errors:\n  "

@@ -193,3 +193,27 @@ def run_load(
     for th in threads:
         th.join()
     return results
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[Any]:
+    """One real PostgreSQL server for the session (temp dir, free port), stopped at the end."""
+    from skyfleet.gateway.ledger.pg_server import missing_reason, start_postgres
+
+    reason = missing_reason()
+    if reason:
+        pytest.skip(reason)
+    srv = start_postgres()
+    try:
+        yield srv
+    finally:
+        srv.stop()
+
+
+@pytest.fixture
+def pg_url(postgres: Any, request: pytest.FixtureRequest) -> str:
+    """A fresh database on the session's PostgreSQL server; its URL."""
+    name = "t_" + "".join(c if c.isalnum() else "_" for c in request.node.name.lower())[:50]
+    postgres.psql(f'DROP DATABASE IF EXISTS "{name}"')
+    url: str = postgres.create_database(name)
+    return url

@@ -30,7 +30,8 @@ def mount(app: web.Application, gateway: Any, *, interval_s: float = 1.0) -> Fle
     """Serve the dashboard at /dashboard on the gateway's app."""
     cfg = gateway.fleet.cfg
     tenants = {t.name: t.priority for t in cfg.tenants}
-    ledger = LedgerTail(cfg.ledger.path, tenants)
+    sqlite = cfg.ledger.sqlite_path  # the PostgreSQL ledger is not tailed
+    ledger = LedgerTail(sqlite, tenants) if sqlite is not None else None
 
     async def metrics_text() -> str:
         body: bytes = gateway.metrics.render()

@@ -84,7 +84,7 @@ class Gateway:
         self.admission = admission
         self.upstream = upstream
         self.proxy = Proxy(fleet, attempts, metrics)
-        self.ledger = Ledger(cfg.ledger.path, cfg.ledger.flush_interval_s, cfg.ledger.max_batch)
+        self.ledger = Ledger(cfg.ledger.target, cfg.ledger.flush_interval_s, cfg.ledger.max_batch)
         self.config_path = config_path
         self.reloadable = reloadable
         self.monitor: Monitor | None = None

@@ -118,24 +118,27 @@ def register(app: typer.Typer) -> None:
 
     @app.command("usage")
     def usage_cmd(
-        db: str = typer.Option("skyfleet-usage.sqlite", "--db", help="usage ledger (SQLite)"),
+        db: str = typer.Option(
+            "skyfleet-usage.sqlite",
+            "--db",
+            help="usage ledger: SQLite file, sqlite:///file or postgresql://user:pw@host/db",
+        ),
         since: str | None = typer.Option(None, help="start: ISO time or '2h', '7d' ago"),
         until: str | None = typer.Option(None, help="end: ISO time, '1h' ago or 'now'"),
         by: str = typer.Option("tenant", help="tenant | provider | model | endpoint"),
     ) -> None:
         """Summarise the usage ledger by tenant, provider or model over a time range."""
-        from pathlib import Path
-
         from rich.table import Table
 
         from skyfleet.console import make_console
-        from skyfleet.gateway.ledger import summarize
+        from skyfleet.gateway.ledger import parse_target, summarize
 
-        if not Path(db).exists():
+        target = parse_target(db)
+        if target.kind == "sqlite" and not target.path.exists():
             raise SkyfleetError(f"{db}: no such usage ledger (see ledger.path in the config)")
         if by not in ("tenant", "provider", "model", "endpoint"):
             raise SkyfleetError(f"--by: expected tenant, provider, model or endpoint, got {by!r}")
-        rows = summarize(db, since=parse_time(since), until=parse_time(until), by=by)
+        rows = summarize(target.location, since=parse_time(since), until=parse_time(until), by=by)
         t = Table(title=f"usage by {by}")
         for col in (by, "requests", "errors", "prompt tok", "completion tok", "cost $"):
             t.add_column(col, justify="left" if col == by else "right")

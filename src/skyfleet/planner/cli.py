@@ -26,6 +26,12 @@ def register(app: typer.Typer) -> None:
         export_gateway: str | None = typer.Option(
             None, "--export-gateway", help="write a gateway config (endpoints, tiers) here"
         ),
+        export_dir: str | None = typer.Option(
+            None,
+            "--export",
+            help="write SkyPilot services, Kubernetes vLLM manifests and a gateway config here "
+            "(skyfleet export)",
+        ),
         base_port: int = typer.Option(9001, "--base-port", help="first endpoint port (export)"),
         url_template: str = typer.Option(
             "http://127.0.0.1:{port}/v1",
@@ -114,4 +120,10 @@ def register(app: typer.Typer) -> None:
             with open(export_gateway, "w") as f:
                 yaml.safe_dump(cfg, f, sort_keys=False)
             written.append(export_gateway)
+        if export_dir:
+            from skyfleet.deploy.cli import options
+            from skyfleet.deploy.export import export_plan
+
+            export_plan(out, export_dir, options())
+            written.append(f"{export_dir}/ (SkyPilot, Kubernetes, gateway.yaml)")
         err.print(f"wrote {', '.join(written)}")
