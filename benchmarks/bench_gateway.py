@@ -54,6 +54,7 @@ REQ: dict[str, Any] = {
 }
 MODES = ("json", "stream")
 TARGET_P50_MS, TARGET_P99_MS, TARGET_RATIO = 1.0, 5.0, 3.0
+BEFORE = "skyfleet before (1 worker)"  # --before-src: another checkout, side by side
 
 
 @dataclass
@@ -121,7 +122,8 @@ def start_upstream(ps: procs.Procs, cpus: set[int] | None, chunks: int) -> Targe
     return Target("direct", port, p.pid)
 
 
-def start_skyfleet(tmp: Path, upstream_port: int) -> Any:
+def start_skyfleet(tmp: Path, upstream_port: int, src: str | None = None) -> Any:
+    """`skyfleet serve` in front of the upstream; `src`: run another checkout's package."""
     from skyfleet.config import hash_key
     from skyfleet.gateway.process import start_gateway
 
@@ -142,9 +144,13 @@ def start_skyfleet(tmp: Path, upstream_port: int) -> Any:
         "models": [{"name": "chat", "endpoints": ["fake"]}],
         "tenants": [{"name": "bench", "api_keys": [hash_key(KEY)]}],
     }
-    path = tmp / "fleet.yaml"
+    path = tmp / ("fleet-before.yaml" if src else "fleet.yaml")
+    cfg["ledger"] = {"path": str(tmp / ("before.sqlite" if src else "usage.sqlite"))}
     path.write_text(json.dumps(cfg))  # JSON is YAML
-    return start_gateway(path, env={"SKYFLEET_LOG_LEVEL": "WARNING"})
+    env = {"SKYFLEET_LOG_LEVEL": "WARNING"}
+    if src:
+        env["PYTHONPATH"] = str(Path(src) / "src")  # before the installed package on sys.path
+    return start_gateway(path, env=env)
 
 
 def start_litellm(ps: procs.Procs, tmp: Path, venv: Path, upstream_port: int) -> Target:
@@ -192,12 +198,15 @@ def start_stacks(ps: procs.Procs, alt_python: str, upstream_port: int) -> list[T
 def measure(a: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     plan = cpu_plan(a.no_pin)
     ps = procs.Procs(tmp)
-    gw = None
+    gw = before = None
     try:
         up = start_upstream(ps, plan["upstream"], a.chunks)
         targets = [up]
         gw = start_skyfleet(tmp, up.port)
         targets.append(Target("skyfleet (1 worker)", gw.port, gw.proc.pid))
+        if a.before_src:
+            before = start_skyfleet(tmp, up.port, a.before_src)
+            targets.append(Target(BEFORE, before.port, before.proc.pid))
         if not a.skip_litellm:
             targets.append(start_litellm(ps, tmp, Path(a.litellm_venv), up.port))
         if not a.skip_nginx:
@@ -258,8 +267,9 @@ def measure(a: argparse.Namespace, tmp: Path) -> dict[str, Any]:
             "cpu_plan": {k: sorted(v) if v else None for k, v in plan.items()},
         }
     finally:
-        if gw is not None:
-            gw.stop(10)
+        for g in (gw, before):
+            if g is not None:
+                g.stop(10)
         ps.stop_all()
 
 
@@ -326,8 +336,14 @@ def summarize(res: dict[str, Any]) -> dict[str, Any]:
             if lite and lite["rps_per_core"] and sky["rps_per_core"]
             else None
         )
+        old = per.get(BEFORE)
         out[mode] = {
             "per_target": per,
+            "skyfleet_vs_before_per_core": (
+                sky["rps_per_core"] / old["rps_per_core"]
+                if old and old["rps_per_core"] and sky["rps_per_core"]
+                else None
+            ),
             "skyfleet_vs_litellm_per_core": ratio,
             "skyfleet_vs_litellm_max_rps": sky["max_rps"] / lite["max_rps"] if lite else None,
             "skyfleet_vs_nginx_per_core": (
@@ -439,6 +455,9 @@ def main() -> None:
     ap.add_argument("--light-rate", type=float, default=100.0, help="second latency point")
     ap.add_argument("--chunks", type=int, default=8, help="SSE content events per stream")
     ap.add_argument("--skip-litellm", action="store_true")
+    ap.add_argument(
+        "--before-src", help="also run the gateway of another checkout (e.g. a git worktree)"
+    )
     ap.add_argument("--skip-nginx", action="store_true")
     ap.add_argument(
         "--stacks",

@@ -1,10 +1,12 @@
 """CPU cost of overload control on the request path: one admit + release, in process.
 
-Measures `OverloadController.admit` + `release` for an admitted request (the common case)
+Measures `OverloadController.admit` + the release of an admitted request (the common case)
 with the fleet-level control off/on and with/without tenant limits, in CPU microseconds
-(process time, so other load on the machine does not inflate it). Prints a rich table and
+(process time, so other load on the machine does not inflate it). With `--before-src DIR`
+the same cases run on another checkout's package too (e.g. a git worktree of the previous
+commit), interleaved in the same run, best of `--repeat` each. Prints a rich table and
 writes benchmarks/results/bench_overload_overhead.json.
-Usage: .venv/bin/python benchmarks/bench_overload_overhead.py [--n 20000]
+Usage: .venv/bin/python benchmarks/bench_overload_overhead.py [--n 20000] [--before-src DIR]
 """
 
 from __future__ import annotations
@@ -14,20 +16,14 @@ import asyncio
 import json
 import os
 import platform
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from prometheus_client import CollectorRegistry
 from rich.console import Console
 from rich.table import Table
-
-from skyfleet.config import hash_key, parse_config
-from skyfleet.gateway.admission import Usage
-from skyfleet.gateway.fleet import Fleet
-from skyfleet.gateway.overload import OverloadController
-from skyfleet.policy.outcome import Outcome
-from skyfleet.policy.types import RequestFeatures
 
 OUT = Path(__file__).parent / "results" / "bench_overload_overhead.json"
 CASES: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
@@ -39,6 +35,14 @@ CASES: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
 
 
 async def measure(overload: dict[str, Any], limits: dict[str, Any], n: int) -> float:
+    """CPU µs per admit + release on whichever skyfleet package is importable."""
+    from prometheus_client import CollectorRegistry
+
+    from skyfleet.config import hash_key, parse_config
+    from skyfleet.gateway.fleet import Fleet
+    from skyfleet.gateway.overload import OverloadController
+    from skyfleet.policy.types import RequestFeatures
+
     cfg = parse_config(
         {
             "providers": [{"name": "p"}],
@@ -57,12 +61,22 @@ async def measure(overload: dict[str, Any], limits: dict[str, Any], n: int) -> f
         }
     )
     fleet = Fleet(cfg)
-    ctl = OverloadController(fleet, CollectorRegistry())
     tenant, eps = cfg.tenants[0], fleet.states["chat"]
     reqs = [
         RequestFeatures(model="chat", tenant="t", input_tokens_est=100, max_tokens=100)
         for _ in range(n)
     ]
+    if hasattr(OverloadController, "attach_record"):  # before the composed request path
+        old: Any = OverloadController(lambda: fleet, CollectorRegistry())  # type: ignore[arg-type]
+        t0 = time.process_time()
+        for r in reqs:
+            await old.admit(r, tenant, eps)
+            old.release(r, None, 100, 50)
+        return (time.process_time() - t0) / n * 1e6
+    from skyfleet.gateway.admission import Usage
+    from skyfleet.policy.outcome import Outcome
+
+    ctl = OverloadController(fleet, CollectorRegistry())
     t0 = time.process_time()
     for r in reqs:
         ticket = await ctl.admit(r, tenant, eps)
@@ -70,19 +84,60 @@ async def measure(overload: dict[str, Any], limits: dict[str, Any], n: int) -> f
     return (time.process_time() - t0) / n * 1e6
 
 
+def child(n: int) -> None:
+    """One pass over the cases; prints {case: µs} as JSON."""
+    print(json.dumps({label: asyncio.run(measure(ov, lim, n)) for label, ov, lim in CASES}))
+
+
+def run_pass(n: int, src: str | None) -> dict[str, float]:
+    env = dict(os.environ)
+    if src:
+        env["PYTHONPATH"] = str(Path(src) / "src")
+    out = subprocess.run(
+        [sys.executable, __file__, "--child", "--n", str(n)],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    result: dict[str, float] = json.loads(out.stdout)
+    return result
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, default=20_000)
+    ap.add_argument("--repeat", type=int, default=3, help="passes per package (best is kept)")
+    ap.add_argument("--before-src", help="another checkout to measure side by side")
+    ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.child:
+        child(args.n)
+        return
+    packages = {"this checkout": None} | ({"before": args.before_src} if args.before_src else {})
+    best: dict[str, dict[str, float]] = {name: {} for name in packages}
+    for _ in range(args.repeat):  # interleaved, so drifts in machine load hit both
+        for name, src in packages.items():
+            for case, us in run_pass(args.n, src).items():
+                best[name][case] = min(us, best[name].get(case, float("inf")))
     rows = []
-    for label, ov, lim in CASES:
-        best = min(asyncio.run(measure(ov, lim, args.n)) for _ in range(3))
-        rows.append({"case": label, "cpu_us_per_request": best})
+    for label, _, _ in CASES:
+        row: dict[str, Any] = {"case": label, "cpu_us_per_request": best["this checkout"][label]}
+        if args.before_src:
+            row["before_cpu_us_per_request"] = best["before"][label]
+        rows.append(row)
     table = Table(title="Overload control: CPU per admitted request (admit + release)")
     table.add_column("case")
     table.add_column("CPU µs", justify="right")
+    if args.before_src:
+        table.add_column("before µs", justify="right")
+        table.add_column("after / before", justify="right")
     for r in rows:
-        table.add_row(r["case"], f"{r['cpu_us_per_request']:.1f}")
+        cells = [r["case"], f"{r['cpu_us_per_request']:.1f}"]
+        if args.before_src:
+            b = r["before_cpu_us_per_request"]
+            cells += [f"{b:.1f}", f"{r['cpu_us_per_request'] / b:.2f}"]
+        table.add_row(*cells)
     Console().print(table)
     OUT.parent.mkdir(parents=True, exist_ok=True)
     OUT.write_text(
@@ -90,6 +145,8 @@ def main() -> None:
             {
                 "bench": "bench_overload_overhead",
                 "n": args.n,
+                "repeat": args.repeat,
+                "before_src": args.before_src,
                 "machine": {"nproc": os.cpu_count(), "python": platform.python_version()},
                 "results": rows,
             },

@@ -11,16 +11,15 @@ real one (tenant limits, priority queue, shedding).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from skyfleet.config import FleetConfig, TenantConfig
+from skyfleet.gateway.errors import GatewayError
 from skyfleet.policy.outcome import Outcome
 from skyfleet.policy.types import EndpointState, RequestFeatures
 
 
-@dataclass(frozen=True, slots=True)
-class Usage:
+class Usage(NamedTuple):
     """What an ended request consumed: its tokens and what they cost."""
 
     prompt_tokens: int = 0
@@ -36,7 +35,7 @@ class Ticket(Protocol):
         ...
 
 
-class Rejected(Exception):
+class Rejected(GatewayError):
     """Admission refused the request: the client gets `status` with `message`."""
 
     def __init__(
@@ -47,10 +46,9 @@ class Rejected(Exception):
         retry_after_s: float | None = None,
         headers: dict[str, str] | None = None,
     ) -> None:
-        super().__init__(message)
-        self.outcome, self.status, self.message = outcome, status, message
-        self.retry_after_s = retry_after_s
-        self.headers = headers or {}
+        super().__init__(
+            outcome, status, message, code="rejected", retry_after_s=retry_after_s, headers=headers
+        )
 
 
 class AdmissionController(Protocol):
@@ -86,7 +84,8 @@ class _NoHold:
         return None
 
 
-_NO_HOLD = _NoHold()
+NO_HOLD: Ticket = _NoHold()
+"""The ticket of a request that holds nothing (no limits, no fleet slot)."""
 
 
 class AdmitAll:
@@ -95,7 +94,7 @@ class AdmitAll:
     async def admit(
         self, req: RequestFeatures, tenant: TenantConfig | None, eps: Sequence[EndpointState]
     ) -> Ticket:
-        return _NO_HOLD
+        return NO_HOLD
 
     def limit_headers(self, tenant: TenantConfig) -> dict[str, str]:
         return {}

@@ -110,6 +110,7 @@ class AttemptRecorder:
         self.fleet = fleet
         self.metrics = metrics
         self.observer = observer
+        self.outliers = OutlierDetector(fleet.cfg.health)
 
     def record(self, endpoint: LiveEndpoint, outcome: Outcome) -> None:
         """Count the attempt's outcome; eject the endpoint after enough faults in a row."""
@@ -118,9 +119,9 @@ class AttemptRecorder:
             self.observer.on_drop(endpoint)
         fleet = self.fleet
         now = time.monotonic()
-        detector = OutlierDetector(fleet.cfg.health)
+        self.outliers.settings = fleet.cfg.health  # a reload may have changed it
         others = (e.health for e in fleet.endpoints.values())
-        if detector.observe(endpoint.health, outcome, others, now):
+        if self.outliers.observe(endpoint.health, outcome, others, now):
             endpoint.state.healthy = False
             log.warning(
                 "endpoint %s ejected for %.1fs after consecutive failures (%s)",

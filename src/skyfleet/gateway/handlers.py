@@ -146,11 +146,13 @@ class Handlers:
                 gateway.metrics.errors.labels(answer.outcome.value).inc()
                 return answer.response
             ticket = await gateway.admission.admit(features, tenant, states)
+        except Rejected as rejected:  # admission: counted as a request of the model, too
+            gateway.metrics.requests.labels(features.model, str(rejected.status)).inc()
+            gateway.metrics.errors.labels(rejected.outcome.value).inc()
+            return rejected.response()
         except GatewayError as refused:
             gateway.metrics.errors.labels(refused.outcome.value).inc()
             return refused.response()
-        except Rejected as rejected:
-            return self._rejected(rejected, parsed["model"])
         rid = f"req-{_ID_PREFIX}{next(_IDS):010x}"
         record = UsageRecord(
             request_id=rid,
@@ -210,18 +212,6 @@ class Handlers:
             input_tokens_est=len(body) // 4,
             max_tokens=max_tokens if isinstance(max_tokens, int) else None,
             prefix_key=prefix,
-        )
-
-    def _rejected(self, rejected: Rejected, model: str) -> web.Response:
-        metrics = self.gateway.metrics
-        metrics.errors.labels(rejected.outcome.value).inc()
-        metrics.requests.labels(model, str(rejected.status)).inc()
-        return error_response(
-            rejected.status,
-            rejected.message,
-            code="rejected",
-            retry_after_s=rejected.retry_after_s,
-            headers=rejected.headers,
         )
 
     async def proxy(self, request: web.Request, call: Call, ticket: Ticket) -> web.StreamResponse:

@@ -23,7 +23,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from skyfleet.config import FleetConfig, TenantConfig
-from skyfleet.gateway.admission import Rejected, Usage
+from skyfleet.gateway.admission import NO_HOLD, Rejected, Ticket, Usage
 from skyfleet.gateway.fleet import Fleet
 from skyfleet.gateway.limits import AdaptiveLimits
 from skyfleet.policy.admission import (
@@ -231,13 +231,13 @@ class OverloadController:
     # ---- admission ----------------------------------------------------------------------
     async def admit(
         self, req: RequestFeatures, tenant: TenantConfig | None, eps: Sequence[EndpointState]
-    ) -> OverloadTicket:
+    ) -> Ticket:
         """Admit now, or wait in the queue until dispatched or the deadline; raises
         `Rejected` when the tenant's limits or the fleet's load say no."""
         limiter = self.limiter(tenant)
         prio = req.priority
         if not self.cfg.enabled and limiter is None:
-            return OverloadTicket(self, req.model, req.tenant, prio, None, None, 0.0, False)
+            return NO_HOLD
         max_tokens = req.max_tokens if req.max_tokens is not None else self.cfg.default_max_tokens
         areq = AdmissionRequest(req.tenant, prio, req.input_tokens_est, max_tokens)
         est_cost = token_cost(areq.input_tokens, areq.max_tokens)

@@ -1,7 +1,7 @@
 """Fleet simulator: a day (or week) of demand against a plan, with outages and recovery.
 
 Two engines share the perf model and the gateway's pure routing and admission code:
-`run_fluid` (rates per step, vectorised; full scale) and `run_des` (request-level,
+`run_fluid` (rates per step, vectorised; full scale) and `des.RequestLevelSim` (request-level,
 continuous batching per replica with the emulator's engine).
 """
 

@@ -96,7 +96,8 @@ def simulate(
 
         return run_fluid(fleet, scenario, tl, step=step, seed=seed, progress=progress)
     if engine == "des":
-        from skyfleet.sim.des import run_des
+        from skyfleet.sim.des import RequestLevelSim
 
-        return run_des(fleet, scenario, tl, step=step, seed=seed, progress=progress)
+        sim = RequestLevelSim(fleet, scenario, tl, step=step, seed=seed, progress=progress)
+        return sim.run()
     raise ConfigError(f"unknown engine {engine!r}; expected fluid or des")

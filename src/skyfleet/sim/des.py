@@ -451,32 +451,6 @@ class RequestLevelSim:
             replica.version += 1
 
 
-def run_des(
-    fleet: Fleet,
-    scenario: Scenario,
-    timeline: Timeline,
-    *,
-    step: float | None = None,
-    admission: AdmissionSettings | None = None,
-    routing: RoutingConfig | None = None,
-    seed: int = 0,
-    progress: Callable[[float], None] | None = None,
-    max_requests: int = 5_000_000,
-) -> SimResult:
-    """Simulate request by request; see the module docstring."""
-    return RequestLevelSim(
-        fleet,
-        scenario,
-        timeline,
-        step=step,
-        admission=admission,
-        routing=routing,
-        seed=seed,
-        progress=progress,
-        max_requests=max_requests,
-    ).run()
-
-
 def _collect(sim: RequestLevelSim, wall: float) -> SimResult:
     """Per-step results from the requests' outcomes."""
     fleet, reqs, dt, T = sim.fleet, sim.requests, sim.dt, sim.steps
