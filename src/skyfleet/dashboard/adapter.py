@@ -25,93 +25,93 @@ SHED = ("skyfleet_shed_total", "skyfleet_requests_shed_total", "skyfleet_admissi
 ADMITTED = ("skyfleet_admitted_total", "skyfleet_admission_admitted_total")
 
 
-def _status(ep: dict[str, Any], healthy_metric: float | None) -> str:
+def _status(row: dict[str, Any], healthy_metric: float | None) -> str:
     """up / ejected / down from whatever health fields the endpoint row carries.
 
     The gateway reports `healthy`, `probe_down` (active probes fail: down) and
     `ejected_for_s` (passive outlier ejection: ejected).
     """
-    st = str(ep.get("status", ep.get("state", ""))).lower()
-    if st in ("up", "healthy", "ok"):
+    status = str(row.get("status", row.get("state", ""))).lower()
+    if status in ("up", "healthy", "ok"):
         return "up"
-    if st in ("ejected", "degraded", "probing", "half_open"):
+    if status in ("ejected", "degraded", "probing", "half_open"):
         return "ejected"
-    if st in ("down", "unhealthy", "dead"):
+    if status in ("down", "unhealthy", "dead"):
         return "down"
-    healthy = ep.get("healthy", healthy_metric)
+    healthy = row.get("healthy", healthy_metric)
     if healthy is None or bool(healthy):
         return "up"
-    if ep.get("probe_down"):
+    if row.get("probe_down"):
         return "down"
-    return "ejected" if ep.get("ejected_for_s") is not None or ep.get("ejected") else "down"
+    return "ejected" if row.get("ejected_for_s") is not None or row.get("ejected") else "down"
 
 
-def _price(ep: dict[str, Any]) -> float:
-    p = ep.get("price_per_hour")
-    if p is None and isinstance(ep.get("price"), dict):
-        p = ep["price"].get("per_hour")
-    return float(p or 0.0)
+def _price(row: dict[str, Any]) -> float:
+    price = row.get("price_per_hour")
+    if price is None and isinstance(row.get("price"), dict):
+        price = row["price"].get("per_hour")
+    return float(price or 0.0)
 
 
-def endpoint_state(ep: dict[str, Any], s: Samples) -> EndpointState:
+def endpoint_state(row: dict[str, Any], samples: Samples) -> EndpointState:
     """One endpoint row of the gateway's /admin/endpoints as an EndpointState."""
-    name = str(ep.get("name", ""))
-    healthy = s.sum_by("endpoint", *HEALTHY).get(name)
-    in_flight = ep.get("in_flight", s.sum_by("endpoint", *IN_FLIGHT).get(name, 0.0))
-    capacity = ep.get("capacity", s.sum_by("endpoint", *CAPACITY).get(name, 0.0))
+    name = str(row.get("name", ""))
+    healthy = samples.sum_by("endpoint", *HEALTHY).get(name)
+    in_flight = row.get("in_flight", samples.sum_by("endpoint", *IN_FLIGHT).get(name, 0.0))
+    capacity = row.get("capacity", samples.sum_by("endpoint", *CAPACITY).get(name, 0.0))
     return EndpointState(
         name=name,
-        provider=str(ep.get("provider", "")),
-        tier=str(ep.get("tier", "primary")),
-        model=str(ep.get("model", "")),
-        region=str(ep.get("region", "") or ""),
-        accelerator=str(ep.get("accelerator", "") or ""),
-        status=_status(ep, healthy),
+        provider=str(row.get("provider", "")),
+        tier=str(row.get("tier", "primary")),
+        model=str(row.get("model", "")),
+        region=str(row.get("region", "") or ""),
+        accelerator=str(row.get("accelerator", "") or ""),
+        status=_status(row, healthy),
         in_flight=float(in_flight or 0.0),
         capacity=float(capacity or 0.0),
-        price_per_hour=_price(ep),
+        price_per_hour=_price(row),
     )
 
 
-def _endpoints_from_metrics(s: Samples) -> list[dict[str, Any]]:
+def _endpoints_from_metrics(samples: Samples) -> list[dict[str, Any]]:
     """Endpoint rows rebuilt from the per-endpoint gauges when no endpoint list is given."""
     rows: dict[str, dict[str, Any]] = {}
-    for r in s.first(*HEALTHY):
-        name = r.labels.get("endpoint", "")
-        rows[name] = {"name": name, "provider": r.labels.get("provider", "")}
-        rows[name]["tier"] = r.labels.get("tier", "primary")
+    for gauge in samples.first(*HEALTHY):
+        name = gauge.labels.get("endpoint", "")
+        rows[name] = {"name": name, "provider": gauge.labels.get("provider", "")}
+        rows[name]["tier"] = gauge.labels.get("tier", "primary")
     return list(rows.values())
 
 
 def sample_from(
     metrics_text: str,
     endpoints: list[dict[str, Any]],
-    t: float,
+    scraped_at: float,
     ledger: LedgerTotals | None = None,
 ) -> GatewaySample:
     """Build one sample from /metrics text, /admin/endpoints rows and ledger totals."""
-    s = Samples.parse(metrics_text)
-    rows = endpoints or _endpoints_from_metrics(s)
-    eps = tuple(endpoint_state(e, s) for e in rows)
+    samples = Samples.parse(metrics_text)
+    rows = endpoints or _endpoints_from_metrics(samples)
+    states = tuple(endpoint_state(row, samples) for row in rows)
     requests: dict[str, float] = {}
     errors: dict[str, float] = {}
-    for r in s.first(*ATTEMPTS):
-        name = r.labels.get("endpoint", "")
-        target = requests if r.labels.get("outcome", "ok") in OK_OUTCOMES else errors
-        target[name] = target.get(name, 0.0) + r.value
-    lt = ledger or LedgerTotals()
-    shed = s.sum_by("priority", *SHED)
+    for attempts in samples.first(*ATTEMPTS):
+        name = attempts.labels.get("endpoint", "")
+        target = requests if attempts.labels.get("outcome", "ok") in OK_OUTCOMES else errors
+        target[name] = target.get(name, 0.0) + attempts.value
+    totals = ledger or LedgerTotals()
+    shed = samples.sum_by("priority", *SHED)
     return GatewaySample(
-        t=t,
-        endpoints=eps,
+        t=scraped_at,
+        endpoints=states,
         requests=requests,
         errors=errors,
-        ttft_sum=dict(lt.ttft_sum),
-        ttft_count=dict(lt.ttft_count),
-        queue=s.sum_by("priority", *QUEUE),
+        ttft_sum=dict(totals.ttft_sum),
+        ttft_count=dict(totals.ttft_count),
+        queue=samples.sum_by("priority", *QUEUE),
         shed=shed,
-        admitted=s.sum_by("priority", *ADMITTED) or dict(lt.by_priority),
-        retries=s.total(*RETRIES) or 0.0,
-        spillovers=s.total(*SPILLOVERS) or 0.0,
-        cost=lt.cost if ledger is not None else None,
+        admitted=samples.sum_by("priority", *ADMITTED) or dict(totals.by_priority),
+        retries=samples.total(*RETRIES) or 0.0,
+        spillovers=samples.total(*SPILLOVERS) or 0.0,
+        cost=totals.cost if ledger is not None else None,
     )

@@ -23,14 +23,14 @@ def endpoint_rows(gateway: Any) -> list[dict[str, Any]]:
     from skyfleet.gateway.handlers import endpoint_row
 
     now = time.monotonic()
-    return [endpoint_row(e, now) for e in gateway.fleet.endpoints.values()]
+    return [endpoint_row(endpoint, now) for endpoint in gateway.fleet.endpoints.values()]
 
 
 def mount(app: web.Application, gateway: Any, *, interval_s: float = 1.0) -> FleetMonitor:
     """Serve the dashboard at /dashboard on the gateway's app."""
-    cfg = gateway.fleet.cfg
-    tenants = {t.name: t.priority for t in cfg.tenants}
-    sqlite = cfg.ledger.sqlite_path  # the PostgreSQL ledger is not tailed
+    config = gateway.fleet.cfg
+    tenants = {tenant.name: tenant.priority for tenant in config.tenants}
+    sqlite = config.ledger.sqlite_path  # the PostgreSQL ledger is not tailed
     ledger = LedgerTail(sqlite, tenants) if sqlite is not None else None
 
     async def metrics_text() -> str:

@@ -58,20 +58,21 @@ class LedgerTail:
         except sqlite3.Error:
             self.close()
             return self.totals
-        t = self.totals
+        totals = self.totals
         for rowid, provider, tenant, status, ttft, cost in rows:
             self._last = max(self._last, int(rowid))
-            t.rows += 1
-            prio = self.tenant_priority.get(str(tenant), "standard")
-            t.by_priority[prio] = t.by_priority.get(prio, 0.0) + 1
+            totals.rows += 1
+            priority = self.tenant_priority.get(str(tenant), "standard")
+            totals.by_priority[priority] = totals.by_priority.get(priority, 0.0) + 1
             if int(status) != 200:
-                t.failed_by_priority[prio] = t.failed_by_priority.get(prio, 0.0) + 1
-            t.cost += float(cost or 0.0)
+                failed = totals.failed_by_priority
+                failed[priority] = failed.get(priority, 0.0) + 1
+            totals.cost += float(cost or 0.0)
             if ttft is not None and provider:
-                p = str(provider)
-                t.ttft_sum[p] = t.ttft_sum.get(p, 0.0) + float(ttft)
-                t.ttft_count[p] = t.ttft_count.get(p, 0.0) + 1
-        return t
+                name = str(provider)
+                totals.ttft_sum[name] = totals.ttft_sum.get(name, 0.0) + float(ttft)
+                totals.ttft_count[name] = totals.ttft_count.get(name, 0.0) + 1
+        return totals
 
     async def apoll(self) -> LedgerTotals:
         return await asyncio.to_thread(self.poll)

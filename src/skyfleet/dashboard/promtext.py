@@ -28,10 +28,10 @@ class Samples:
         """Parse exposition text; malformed text yields the samples parsed before the error."""
         out = cls()
         try:
-            for fam in text_string_to_metric_families(text):
-                for s in fam.samples:
-                    out.by_name.setdefault(s.name, []).append(
-                        PromSample(s.name, dict(s.labels), float(s.value))
+            for family in text_string_to_metric_families(text):
+                for sample in family.samples:
+                    out.by_name.setdefault(sample.name, []).append(
+                        PromSample(sample.name, dict(sample.labels), float(sample.value))
                     )
         except ValueError:
             pass
@@ -42,9 +42,9 @@ class Samples:
 
     def first(self, *names: str) -> list[PromSample]:
         """Samples of the first name in `names` that is present (metric names vary by version)."""
-        for n in names:
-            if n in self.by_name:
-                return self.by_name[n]
+        for name in names:
+            if name in self.by_name:
+                return self.by_name[name]
         return []
 
     def total(self, *names: str, **match: str) -> float | None:
@@ -52,13 +52,18 @@ class Samples:
         rows = self.first(*names)
         if not rows:
             return None
-        return sum(r.value for r in rows if all(r.labels.get(k) == v for k, v in match.items()))
+        return sum(row.value for row in rows if _matches(row, match))
 
     def sum_by(self, label: str, *names: str, **match: str) -> dict[str, float]:
         """Sum of the first present name's samples grouped by one label."""
         out: dict[str, float] = {}
-        for r in self.first(*names):
-            if all(r.labels.get(k) == v for k, v in match.items()):
-                key = r.labels.get(label, "")
-                out[key] = out.get(key, 0.0) + r.value
+        for row in self.first(*names):
+            if _matches(row, match):
+                key = row.labels.get(label, "")
+                out[key] = out.get(key, 0.0) + row.value
         return out
+
+
+def _matches(sample: PromSample, match: Mapping[str, str]) -> bool:
+    """Every label in `match` has the given value on `sample`."""
+    return all(sample.labels.get(label) == value for label, value in match.items())

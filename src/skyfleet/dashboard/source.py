@@ -30,9 +30,9 @@ class CallableSource:
 
     async def sample(self) -> GatewaySample:
         text = await self._metrics()
-        eps = await self._endpoints()
+        rows = await self._endpoints()
         totals = await self.ledger.apoll() if self.ledger is not None else None
-        return sample_from(text, eps, time.time(), totals)
+        return sample_from(text, rows, time.time(), totals)
 
 
 class HttpSource:
@@ -60,19 +60,19 @@ class HttpSource:
                 timeout=aiohttp.ClientTimeout(total=self.timeout_s)
             )
         headers = {"Authorization": f"Bearer {self.admin_key}"} if self.admin_key else {}
-        async with self._session.get(self.base_url + path, headers=headers) as r:
-            r.raise_for_status()
+        async with self._session.get(self.base_url + path, headers=headers) as response:
+            response.raise_for_status()
             if path.endswith("metrics"):
-                return await r.text()
-            return await r.json()
+                return await response.text()
+            return await response.json()
 
     async def sample(self) -> GatewaySample:
         text = await self._get("/metrics")
-        eps = await self._get("/admin/endpoints")
-        if isinstance(eps, dict):
-            eps = eps.get("endpoints", eps.get("data", []))
+        rows = await self._get("/admin/endpoints")
+        if isinstance(rows, dict):
+            rows = rows.get("endpoints", rows.get("data", []))
         totals = await self.ledger.apoll() if self.ledger is not None else None
-        return sample_from(str(text), list(eps), time.time(), totals)
+        return sample_from(str(text), list(rows), time.time(), totals)
 
     async def close(self) -> None:
         if self._session is not None:

@@ -74,7 +74,7 @@ def register(app: typer.Typer) -> None:
             outage_provider=outage,
         )
         try:
-            run, _ = run_demo(opts, console, view=lambda d: LiveView(d, opts.live))
+            run, _ = run_demo(opts, console, view=lambda current: LiveView(current, opts.live))
         except KeyboardInterrupt:
             console.print("[yellow]interrupted: every process the demo started is stopped[/]")
             sys.exit(130)

@@ -51,18 +51,20 @@ class DemoFleet:
 
     def with_urls(self, urls: dict[str, str]) -> dict[str, Any]:
         """The config with each endpoint's URL replaced by its emulator's `/v1` URL."""
-        cfg = dict(self.config)
-        cfg["endpoints"] = [dict(e, url=urls[e["name"]]) for e in self.config["endpoints"]]
-        return cfg
+        config = dict(self.config)
+        config["endpoints"] = [
+            dict(endpoint, url=urls[endpoint["name"]]) for endpoint in self.config["endpoints"]
+        ]
+        return config
 
     def providers(self) -> list[str]:
-        return sorted({e.provider for e in self.endpoints})
+        return sorted({endpoint.provider for endpoint in self.endpoints})
 
     def primary_capacity(self) -> dict[str, int]:
         out: dict[str, int] = {}
-        for e in self.endpoints:
-            if e.tier == "primary":
-                out[e.provider] = out.get(e.provider, 0) + e.capacity
+        for endpoint in self.endpoints:
+            if endpoint.tier == "primary":
+                out[endpoint.provider] = out.get(endpoint.provider, 0) + endpoint.capacity
         return out
 
 
@@ -104,49 +106,51 @@ def build_fleet(plan: Plan, *, host: str, port: int, ledger_path: Path) -> DemoF
     from skyfleet.config import hash_key
     from skyfleet.planner.plan import export_gateway_config
 
-    cfg = export_gateway_config(plan, period=None, per_replica=True, host=host, port=port)
-    if not cfg["endpoints"]:
+    config = export_gateway_config(plan, period=None, per_replica=True, host=host, port=port)
+    if not config["endpoints"]:
         raise SkyfleetError("the plan has no replicas: nothing to serve")
     public = plan.models[0].name
     endpoints: list[EndpointPlan] = []
-    for ep in cfg["endpoints"]:
+    for endpoint in config["endpoints"]:
         entry = next(
             (
-                e
-                for e in plan.entries
-                if e.provider == ep["provider"]
-                and e.region == ep.get("region", "")
-                and e.accelerator == ep.get("accelerator")
+                candidate
+                for candidate in plan.entries
+                if candidate.provider == endpoint["provider"]
+                and candidate.region == endpoint.get("region", "")
+                and candidate.accelerator == endpoint.get("accelerator")
             ),
             None,
         )
-        tp = entry.accelerators_per_replica if entry is not None else 1
-        spec = entry.model_spec if entry is not None and entry.model_spec else ep["model"]
-        profile = f"{spec}@{ep['accelerator']}" + (f"x{tp}" if tp > 1 else "")
+        tensor_parallel = entry.accelerators_per_replica if entry is not None else 1
+        spec = entry.model_spec if entry is not None and entry.model_spec else endpoint["model"]
+        profile = f"{spec}@{endpoint['accelerator']}" + (
+            f"x{tensor_parallel}" if tensor_parallel > 1 else ""
+        )
         endpoints.append(
             EndpointPlan(
-                name=ep["name"],
-                provider=ep["provider"],
-                tier=ep["tier"],
+                name=endpoint["name"],
+                provider=endpoint["provider"],
+                tier=endpoint["tier"],
                 profile=profile,
-                served_model=ep["model"],
-                capacity=int(ep["capacity"]),
-                price_per_hour=float(ep.get("price", {}).get("per_hour", 0.0)),
+                served_model=endpoint["model"],
+                capacity=int(endpoint["capacity"]),
+                price_per_hour=float(endpoint.get("price", {}).get("per_hour", 0.0)),
             )
         )
-        ep["timeouts"] = {"connect_s": 1.0, "ttfb_s": 10.0, "total_s": 120.0}
-    keys = {prio: "sk-demo-" + secrets.token_urlsafe(16) for _, prio in PRIORITY_TENANTS}
+        endpoint["timeouts"] = {"connect_s": 1.0, "ttfb_s": 10.0, "total_s": 120.0}
+    keys = {priority: "sk-demo-" + secrets.token_urlsafe(16) for _, priority in PRIORITY_TENANTS}
     admin_key = "sk-admin-" + secrets.token_urlsafe(16)
-    cfg["server"] = {
+    config["server"] = {
         "host": host,
         "port": port,
         "admin_api_keys": [hash_key(admin_key)],
         "drain_timeout_s": 2.0,
         "watch_config": False,
     }
-    cfg["ledger"] = {"path": str(ledger_path), "flush_interval_s": 0.5}
-    cfg["routing"] = {"scrape_interval_s": 1.0, "metrics_stale_s": 3.0}
-    cfg["health"] = {
+    config["ledger"] = {"path": str(ledger_path), "flush_interval_s": 0.5}
+    config["routing"] = {"scrape_interval_s": 1.0, "metrics_stale_s": 3.0}
+    config["health"] = {
         "consecutive_failures": 3,
         "base_ejection_s": 2.0,
         "max_ejection_s": 8.0,
@@ -154,8 +158,8 @@ def build_fleet(plan: Plan, *, host: str, port: int, ledger_path: Path) -> DemoF
         "probe_timeout_s": 0.5,
         "unhealthy_after_probe_failures": 1,
     }
-    cfg["tenants"] = [
-        {"name": name, "api_keys": [hash_key(keys[prio])], "priority": prio}
-        for name, prio in PRIORITY_TENANTS
+    config["tenants"] = [
+        {"name": name, "api_keys": [hash_key(keys[priority])], "priority": priority}
+        for name, priority in PRIORITY_TENANTS
     ]
-    return DemoFleet(plan, cfg, endpoints, public, keys, admin_key)
+    return DemoFleet(plan, config, endpoints, public, keys, admin_key)

@@ -22,63 +22,69 @@ if TYPE_CHECKING:
 STATUS_STYLE = {"up": "green", "ejected": "yellow", "down": "bold red", "degraded": "yellow"}
 
 
-def _ms(v: float | None) -> str:
-    return "–" if v is None else f"{v:,.0f}"
+def _format_ms(milliseconds: float | None) -> str:
+    return "–" if milliseconds is None else f"{milliseconds:,.0f}"
 
 
 def providers_table(demo: Demo) -> Table:
     state = demo.monitor.state(60.0)
-    t = Table(expand=True, title="Providers", title_justify="left", box=None, pad_edge=False)
-    for col in ("provider", "tier", "up", "req/s", "TTFT ms", "in flight", "$/hour"):
-        t.add_column(col, justify="left" if col in ("provider", "tier") else "right")
-    eps = state.get("endpoints", [])
-    for p in state.get("providers", []):
-        mine = [e for e in eps if e["provider"] == p["name"]]
-        infl = sum(e["in_flight"] for e in mine)
-        cap = sum(e["capacity"] for e in mine)
-        st = p["status"]
-        t.add_row(
-            Text(p["name"], style=STATUS_STYLE.get(st, "")),
-            ", ".join(p["tiers"]),
-            Text(f"{p['endpoints_up']}/{p['endpoints']}", style=STATUS_STYLE.get(st, "")),
-            f"{p['rps']:.1f}",
-            _ms(p["ttft_ms"]),
-            f"{infl:.0f}/{cap:.0f}",
-            f"{p['cost_per_hour']:.2f}",
+    table = Table(expand=True, title="Providers", title_justify="left", box=None, pad_edge=False)
+    for column in ("provider", "tier", "up", "req/s", "TTFT ms", "in flight", "$/hour"):
+        table.add_column(column, justify="left" if column in ("provider", "tier") else "right")
+    endpoints = state.get("endpoints", [])
+    for provider in state.get("providers", []):
+        mine = [endpoint for endpoint in endpoints if endpoint["provider"] == provider["name"]]
+        in_flight = sum(endpoint["in_flight"] for endpoint in mine)
+        capacity = sum(endpoint["capacity"] for endpoint in mine)
+        style = STATUS_STYLE.get(provider["status"], "")
+        table.add_row(
+            Text(provider["name"], style=style),
+            ", ".join(provider["tiers"]),
+            Text(f"{provider['endpoints_up']}/{provider['endpoints']}", style=style),
+            f"{provider['rps']:.1f}",
+            _format_ms(provider["ttft_ms"]),
+            f"{in_flight:.0f}/{capacity:.0f}",
+            f"{provider['cost_per_hour']:.2f}",
         )
-    return t
+    return table
 
 
 def clients_table(demo: Demo) -> Table:
-    t = Table(expand=True, title="Clients by priority", title_justify="left", box=None)
-    for col in ("priority", "sent", "ok", "shed", "failed", "success", "TTFT p50", "p99"):
-        t.add_column(col, justify="left" if col == "priority" else "right")
-    for p in PRIORITIES:
-        c = demo.log.classes[p]
-        sr = c.success_rate
-        style = "" if sr is None else ("green" if sr >= 0.99 else "yellow" if sr >= 0.9 else "red")
-        t.add_row(
-            p,
-            str(c.sent),
-            str(c.ok),
-            str(c.shed),
-            str(c.failed),
-            Text("–" if sr is None else f"{100 * sr:.1f}%", style=style),
-            _ms(c.ttft_ms(50)),
-            _ms(c.ttft_ms(99)),
+    table = Table(expand=True, title="Clients by priority", title_justify="left", box=None)
+    for column in ("priority", "sent", "ok", "shed", "failed", "success", "TTFT p50", "p99"):
+        table.add_column(column, justify="left" if column == "priority" else "right")
+    for priority in PRIORITIES:
+        stats = demo.log.classes[priority]
+        rate = stats.success_rate
+        style = (
+            ""
+            if rate is None
+            else ("green" if rate >= 0.99 else "yellow" if rate >= 0.9 else "red")
         )
-    return t
+        table.add_row(
+            priority,
+            str(stats.sent),
+            str(stats.ok),
+            str(stats.shed),
+            str(stats.failed),
+            Text("–" if rate is None else f"{100 * rate:.1f}%", style=style),
+            _format_ms(stats.ttft_ms(50)),
+            _format_ms(stats.ttft_ms(99)),
+        )
+    return table
 
 
 def _outage_text(demo: Demo, short: bool = False) -> Text:
-    o = demo.outage
-    if o is None or o.down_at is None:
+    outage = demo.outage
+    if outage is None or outage.down_at is None:
         return Text()
-    if o.up_at is None:
+    if outage.up_at is None:
         since = "" if short else "since "
-        return Text(f"{o.provider} DOWN {since}{o.down_at - demo.load_wall_start:.0f}s", "bold red")
-    at = "" if short else "at "
-    return Text(f"{o.provider} back {at}{o.up_at - demo.load_wall_start:.0f}s", "green")
+        down_s = outage.down_at - demo.load_wall_start
+        return Text(f"{outage.provider} DOWN {since}{down_s:.0f}s", "bold red")
+    at_word = "" if short else "at "
+    back_s = outage.up_at - demo.load_wall_start
+    return Text(f"{outage.provider} back {at_word}{back_s:.0f}s", "green")
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,32 +99,37 @@ class _Status:
 
 
 def _status(demo: Demo) -> _Status:
-    tot = demo.monitor.state(60.0).get("totals", {})
-    sc = demo.scenario
-    off = demo.load_offset()
+    totals = demo.monitor.state(60.0).get("totals", {})
+    scenario = demo.scenario
+    offset = demo.load_offset()
     return _Status(
-        phase=sc.phase_at(off) if sc is not None and demo.phase == "load" else demo.phase,
-        offered_rps=sc.rate(off) if sc is not None else 0.0,
-        retries=tot.get("retries", 0),
-        spillovers=tot.get("spillovers", 0),
-        shed=sum(tot.get("shed", {}).values()) if tot else 0,
-        cost=tot.get("usage_cost") or tot.get("fleet_cost") or 0.0,
-        fleet_per_hour=tot.get("cost_per_hour", 0),
+        phase=(
+            scenario.phase_at(offset)
+            if scenario is not None and demo.phase == "load"
+            else demo.phase
+        ),
+        offered_rps=scenario.rate(offset) if scenario is not None else 0.0,
+        retries=totals.get("retries", 0),
+        spillovers=totals.get("spillovers", 0),
+        shed=sum(totals.get("shed", {}).values()) if totals else 0,
+        cost=totals.get("usage_cost") or totals.get("fleet_cost") or 0.0,
+        fleet_per_hour=totals.get("cost_per_hour", 0),
     )
 
 
 def status_lines(demo: Demo) -> tuple[Text, Text]:
     """The phase line (phase, offered load, outage) and the counters line, each ≤ 80 columns."""
-    s = _status(demo)
-    head = Text(s.phase, style="bold magenta")
-    head.append(f" · offered {s.offered_rps:.1f} req/s")
+    status = _status(demo)
+    head = Text(status.phase, style="bold magenta")
+    head.append(f" · offered {status.offered_rps:.1f} req/s")
     outage = _outage_text(demo)
     if outage:
         head.append(" · ")
         head.append_text(outage)
     counts = Text(
-        f"retries {s.retries:.0f} · spillovers {s.spillovers:.0f} · shed {s.shed:.0f}"
-        f" · cost ${s.cost:.4f} · fleet ${s.fleet_per_hour:.2f}/h"
+        f"retries {status.retries:.0f} · spillovers {status.spillovers:.0f}"
+        f" · shed {status.shed:.0f} · cost ${status.cost:.4f}"
+        f" · fleet ${status.fleet_per_hour:.2f}/h"
     )
     return head, counts
 
@@ -131,15 +142,16 @@ def status_line(demo: Demo) -> Text:
 
 def log_line(demo: Demo, elapsed_s: float) -> Text:
     """One compact progress line for a log or a pipe (≤ 120 columns)."""
-    s = _status(demo)
-    c = demo.log.classes["critical"]
-    crit = "–" if c.success_rate is None else f"{100 * c.success_rate:.1f}%"
+    status = _status(demo)
+    critical = demo.log.classes["critical"].success_rate
+    critical_text = "–" if critical is None else f"{100 * critical:.1f}%"
     line = Text(f"{elapsed_s:5.0f}s ", style="dim")
-    line.append(f"{s.phase:<8}", style="bold magenta")
+    line.append(f"{status.phase:<8}", style="bold magenta")
     line.append(
-        f" {s.offered_rps:5.1f} rps  sent {demo.log.sent} ok {demo.log.ok} crit {crit}"
-        f"  retry {s.retries:.0f} spill {s.spillovers:.0f} shed {s.shed:.0f}"
-        f"  ${s.fleet_per_hour:.2f}/h"
+        f" {status.offered_rps:5.1f} rps  sent {demo.log.sent} ok {demo.log.ok}"
+        f" crit {critical_text}"
+        f"  retry {status.retries:.0f} spill {status.spillovers:.0f} shed {status.shed:.0f}"
+        f"  ${status.fleet_per_hour:.2f}/h"
     )
     outage = _outage_text(demo, short=True)
     if outage:

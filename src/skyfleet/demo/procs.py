@@ -34,13 +34,13 @@ def _stat(pid: int) -> tuple[str, int, int] | None:
 
 def alive(pid: int) -> bool:
     """True while the process exists and is not a zombie."""
-    st = _stat(pid)
-    return st is not None and st[0] not in ("Z", "X")
+    stat = _stat(pid)
+    return stat is not None and stat[0] not in ("Z", "X")
 
 
 def _all_pids() -> list[int]:
     try:
-        return [int(p) for p in os.listdir("/proc") if p.isdigit()]
+        return [int(entry) for entry in os.listdir("/proc") if entry.isdigit()]
     except OSError:
         return []
 
@@ -48,41 +48,43 @@ def _all_pids() -> list[int]:
 def descendants(pid: int) -> list[int]:
     """Live descendants of `pid` (children, grandchildren…), by scanning /proc."""
     parent: dict[int, int] = {}
-    for p in _all_pids():
-        st = _stat(p)
-        if st is not None and st[0] not in ("Z", "X"):
-            parent[p] = st[1]
+    for other in _all_pids():
+        stat = _stat(other)
+        if stat is not None and stat[0] not in ("Z", "X"):
+            parent[other] = stat[1]
     out: list[int] = []
     frontier = {pid}
     while frontier:
-        nxt = {c for c, pp in parent.items() if pp in frontier and c not in out}
-        out.extend(sorted(nxt))
-        frontier = nxt
+        children = {
+            child for child, ppid in parent.items() if ppid in frontier and child not in out
+        }
+        out.extend(sorted(children))
+        frontier = children
     return out
 
 
 def session_members(sid: int) -> list[int]:
     """Live processes whose session id is `sid` (a process started with start_new_session)."""
     out = []
-    for p in _all_pids():
-        st = _stat(p)
-        if st is not None and st[0] not in ("Z", "X") and st[2] == sid:
-            out.append(p)
+    for pid in _all_pids():
+        stat = _stat(pid)
+        if stat is not None and stat[0] not in ("Z", "X") and stat[2] == sid:
+            out.append(pid)
     return out
 
 
 def kill_pids(pids: list[int], grace_s: float = 3.0) -> None:
     """SIGTERM the given pids, then SIGKILL those still alive after `grace_s`."""
-    for p in pids:
+    for pid in pids:
         with contextlib.suppress(OSError):
-            os.kill(p, signal.SIGTERM)
+            os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + grace_s
-    while time.monotonic() < deadline and any(alive(p) for p in pids):
+    while time.monotonic() < deadline and any(alive(pid) for pid in pids):
         time.sleep(0.05)
-    for p in pids:
-        if alive(p):
+    for pid in pids:
+        if alive(pid):
             with contextlib.suppress(OSError):
-                os.kill(p, signal.SIGKILL)
+                os.kill(pid, signal.SIGKILL)
 
 
 def _pid_of(child: object) -> int | None:
@@ -128,7 +130,7 @@ class ChildGroup:
         if children:
             with ThreadPoolExecutor(max_workers=min(16, len(children))) as pool:
                 list(pool.map(stop, reversed(children)))
-        left = [p for p in known if alive(p)]
+        left = [pid for pid in known if alive(pid)]
         if left:
             if log is not None:
                 log(f"stopping {len(left)} leftover child process(es): {left}")

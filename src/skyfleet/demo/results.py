@@ -14,8 +14,8 @@ from skyfleet.dashboard.model import PRIORITIES
 SHED_ERRORS = frozenset({"http_429", "http_503"})
 
 
-def _pct(values: list[float], q: float) -> float | None:
-    return float(np.percentile(values, q)) if values else None
+def _pct(values: list[float], percentile: float) -> float | None:
+    return float(np.percentile(values, percentile)) if values else None
 
 
 @dataclass
@@ -33,18 +33,18 @@ class ClassStats:
     def success_rate(self) -> float | None:
         return self.ok / self.sent if self.sent else None
 
-    def ttft_ms(self, q: float) -> float | None:
-        v = _pct(self.ttfts, q)
-        return None if v is None else 1000.0 * v
+    def ttft_ms(self, percentile: float) -> float | None:
+        seconds = _pct(self.ttfts, percentile)
+        return None if seconds is None else 1000.0 * seconds
 
-    def record(self, r: RequestResult) -> None:
+    def record(self, result: RequestResult) -> None:
         """Count one finished request: ok (with its TTFT), shed (429/503) or failed."""
         self.sent += 1
-        if r.ok:
+        if result.ok:
             self.ok += 1
-            if r.ttft is not None:
-                self.ttfts.append(r.ttft)
-        elif r.error in SHED_ERRORS:
+            if result.ttft is not None:
+                self.ttfts.append(result.ttft)
+        elif result.error in SHED_ERRORS:
             self.shed += 1
         else:
             self.failed += 1
@@ -55,62 +55,68 @@ class ClientLog:
 
     def __init__(self) -> None:
         self.results: list[RequestResult] = []
-        self.classes = {p: ClassStats(p) for p in PRIORITIES}
+        self.classes = {priority: ClassStats(priority) for priority in PRIORITIES}
 
-    def add(self, r: RequestResult) -> None:
-        self.results.append(r)
-        label = r.label or "standard"
-        self.classes.setdefault(label, ClassStats(label)).record(r)
+    def add(self, result: RequestResult) -> None:
+        self.results.append(result)
+        label = result.label or "standard"
+        self.classes.setdefault(label, ClassStats(label)).record(result)
 
-    def extend(self, rs: Iterable[RequestResult]) -> None:
-        for r in rs:
-            self.add(r)
+    def extend(self, results: Iterable[RequestResult]) -> None:
+        for result in results:
+            self.add(result)
 
     # -- summaries ----------------------------------------------------------------------
     @property
     def sent(self) -> int:
-        return sum(c.sent for c in self.classes.values())
+        return sum(stats.sent for stats in self.classes.values())
 
     @property
     def ok(self) -> int:
-        return sum(c.ok for c in self.classes.values())
+        return sum(stats.ok for stats in self.classes.values())
 
-    def ttft_ms(self, q: float) -> float | None:
-        v = _pct([t for c in self.classes.values() for t in c.ttfts], q)
-        return None if v is None else 1000.0 * v
+    def ttft_ms(self, percentile: float) -> float | None:
+        ttfts = [ttft for stats in self.classes.values() for ttft in stats.ttfts]
+        seconds = _pct(ttfts, percentile)
+        return None if seconds is None else 1000.0 * seconds
 
     def window(self, start: float, end: float) -> dict[str, ClassStats]:
         """Per-priority outcomes of the requests sent in [start, end)."""
-        out = {p: ClassStats(p) for p in PRIORITIES}
-        for r in self.results:
-            if start <= r.sent < end:
-                out.setdefault(r.label, ClassStats(r.label)).record(r)
+        out = {priority: ClassStats(priority) for priority in PRIORITIES}
+        for result in self.results:
+            if start <= result.sent < end:
+                out.setdefault(result.label, ClassStats(result.label)).record(result)
         return out
 
     def errors(self) -> dict[str, int]:
         out: dict[str, int] = {}
-        for r in self.results:
-            if not r.ok:
-                out[r.error or "unknown"] = out.get(r.error or "unknown", 0) + 1
+        for result in self.results:
+            if not result.ok:
+                error = result.error or "unknown"
+                out[error] = out.get(error, 0) + 1
         return out
 
     def per_second(self, length_s: float, step: float = 1.0) -> dict[str, list[float]]:
         """Series by send time: ok/s and not-ok/s per priority, TTFT p50 and p99 (ms)."""
-        n = max(1, math.ceil(length_s / step))
-        out: dict[str, list[float]] = {"t": [i * step for i in range(n)]}
-        for p in PRIORITIES:
-            out[f"ok:{p}"] = [0.0] * n
-            out[f"bad:{p}"] = [0.0] * n
-        buckets: list[list[float]] = [[] for _ in range(n)]
-        for r in self.results:
-            i = int(r.sent // step)
-            if not 0 <= i < n:
+        bins = max(1, math.ceil(length_s / step))
+        out: dict[str, list[float]] = {"t": [index * step for index in range(bins)]}
+        for priority in PRIORITIES:
+            out[f"ok:{priority}"] = [0.0] * bins
+            out[f"bad:{priority}"] = [0.0] * bins
+        buckets: list[list[float]] = [[] for _ in range(bins)]
+        for result in self.results:
+            index = int(result.sent // step)
+            if not 0 <= index < bins:
                 continue
-            key = f"ok:{r.label}" if r.ok else f"bad:{r.label}"
+            key = f"ok:{result.label}" if result.ok else f"bad:{result.label}"
             if key in out:
-                out[key][i] += 1.0 / step
-            if r.ok and r.ttft is not None:
-                buckets[i].append(1000.0 * r.ttft)
-        out["ttft_p50"] = [float(np.percentile(b, 50)) if b else math.nan for b in buckets]
-        out["ttft_p99"] = [float(np.percentile(b, 99)) if b else math.nan for b in buckets]
+                out[key][index] += 1.0 / step
+            if result.ok and result.ttft is not None:
+                buckets[index].append(1000.0 * result.ttft)
+        out["ttft_p50"] = [
+            float(np.percentile(bucket, 50)) if bucket else math.nan for bucket in buckets
+        ]
+        out["ttft_p99"] = [
+            float(np.percentile(bucket, 99)) if bucket else math.nan for bucket in buckets
+        ]
         return out

@@ -83,10 +83,10 @@ def check_port(host: str, port: int) -> None:
     """Fail early, with a clear message, when the gateway's port is taken."""
     if port == 0:
         return
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
-            s.bind((host, port))
+            sock.bind((host, port))
         except OSError as e:
             if e.errno == errno.EADDRINUSE:
                 raise SkyfleetError(
@@ -97,9 +97,9 @@ def check_port(host: str, port: int) -> None:
 
 
 def free_port(host: str) -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
 
 
 def require_parts() -> None:
@@ -131,9 +131,9 @@ def pick_outage_provider(fleet: DemoFleet, wanted: str | None) -> str:
                 f"--outage {wanted!r} is not a provider of the plan ({', '.join(providers)})"
             )
         return wanted
-    prim = fleet.primary_capacity()
-    if prim:
-        return max(sorted(prim), key=lambda p: prim[p])
+    primary = fleet.primary_capacity()
+    if primary:
+        return max(sorted(primary), key=lambda provider: primary[provider])
     return providers[0]
 
 
@@ -167,8 +167,9 @@ class Demo:
         self.stop_load = asyncio.Event()
 
     # -- helpers ------------------------------------------------------------------------
-    def say(self, msg: str) -> None:
-        self.console.print(f"[dim]{time.monotonic() - self.t_start:6.1f}s[/] {msg}", soft_wrap=True)
+    def say(self, message: str) -> None:
+        elapsed = time.monotonic() - self.t_start
+        self.console.print(f"[dim]{elapsed:6.1f}s[/] {message}", soft_wrap=True)
 
     def remaining(self) -> float:
         return self.deadline - time.monotonic()
@@ -204,7 +205,7 @@ class Demo:
         loop = asyncio.get_running_loop()
         pool = ThreadPoolExecutor(max_workers=max(1, min(8, len(jobs))))
         try:
-            await asyncio.gather(*(loop.run_in_executor(pool, j) for j in jobs))
+            await asyncio.gather(*(loop.run_in_executor(pool, job) for job in jobs))
         finally:
             pool.shutdown(wait=True)
 
@@ -220,83 +221,91 @@ class Demo:
             f"(time scale {self.opts.time_scale:g}: slow motion, so one machine copes)…"
         )
         host = self.opts.host
-        cfg_path = self.workdir / "fleet.yaml"
-        gw_port = int(fleet.config["server"]["port"])
-        out: list[GatewayProcess] = []
+        config_path = self.workdir / "fleet.yaml"
+        gateway_port = int(fleet.config["server"]["port"])
+        started: list[GatewayProcess] = []
 
-        def emulator(i: int, ep: EndpointPlan) -> Callable[[], None]:
+        def emulator(index: int, endpoint: EndpointPlan) -> Callable[[], None]:
             def job() -> None:
                 try:
-                    emu = start_emulator(
-                        ep.profile,
+                    process = start_emulator(
+                        endpoint.profile,
                         time_scale=self.opts.time_scale,
-                        seed=self.opts.seed + i,
-                        served_model_name=ep.served_model,
+                        seed=self.opts.seed + index,
+                        served_model_name=endpoint.served_model,
                     )
                 except Exception as e:
                     raise SkyfleetError(
-                        f"could not start the emulator for endpoint {ep.name} ({ep.profile}): {e}"
+                        f"could not start the emulator for endpoint {endpoint.name} "
+                        f"({endpoint.profile}): {e}"
                     ) from None
-                self.children.add(f"emulator {ep.name}", emu)
-                self.emulators[ep.name] = emu
+                self.children.add(f"emulator {endpoint.name}", process)
+                self.emulators[endpoint.name] = process
 
             return job
 
         def gateway() -> None:
             try:
-                gw = start_gateway(cfg_path, port=gw_port, host=host)
+                process = start_gateway(config_path, port=gateway_port, host=host)
             except Exception as e:
-                raise SkyfleetError(f"could not start the gateway on port {gw_port}: {e}") from None
-            self.children.add("gateway", gw)
-            out.append(gw)
+                raise SkyfleetError(
+                    f"could not start the gateway on port {gateway_port}: {e}"
+                ) from None
+            self.children.add("gateway", process)
+            started.append(process)
 
         # Emulators first: a gateway started before them would probe, mark every endpoint
         # down and show that as a (false) outage on the dashboard.
-        await self._in_threads([emulator(i, ep) for i, ep in enumerate(fleet.endpoints)])
-        cfg = fleet.with_urls({n: emu.base_url for n, emu in self.emulators.items()})
-        cfg_path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+        await self._in_threads(
+            [emulator(index, endpoint) for index, endpoint in enumerate(fleet.endpoints)]
+        )
+        config = fleet.with_urls(
+            {name: process.base_url for name, process in self.emulators.items()}
+        )
+        config_path.write_text(yaml.safe_dump(config, sort_keys=False))
         await self._in_threads([gateway])
-        gw = out[0]
-        await self.wait_all_healthy(gw, fleet, timeout_s=10.0)
-        return gw
+        await self.wait_all_healthy(started[0], fleet, timeout_s=10.0)
+        return started[0]
 
     async def wait_all_healthy(
-        self, gw: GatewayProcess, fleet: DemoFleet, timeout_s: float
+        self, gateway: GatewayProcess, fleet: DemoFleet, timeout_s: float
     ) -> None:
         """Until the gateway's probes have seen every endpoint up (or the timeout)."""
         import aiohttp
 
         deadline = time.monotonic() + timeout_s
         headers = {"Authorization": f"Bearer {fleet.admin_key}"}
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2.0)) as s:
+        timeout = aiohttp.ClientTimeout(total=2.0)
+        async with aiohttp.ClientSession(timeout=timeout) as session:
             while time.monotonic() < deadline:
                 with contextlib.suppress(aiohttp.ClientError, TimeoutError, ValueError):
-                    async with s.get(gw.url + "/admin/endpoints", headers=headers) as r:
-                        eps = (await r.json()).get("endpoints", [])
-                        if eps and all(e.get("healthy") for e in eps):
+                    url = gateway.url + "/admin/endpoints"
+                    async with session.get(url, headers=headers) as response:
+                        rows = (await response.json()).get("endpoints", [])
+                        if rows and all(row.get("healthy") for row in rows):
                             return
                 await asyncio.sleep(0.1)
         self.say("[yellow]not every endpoint is healthy yet; starting the load anyway[/]")
 
     async def inject(self, outage: Outage, down: bool) -> None:
-        emus = [self.emulators[n] for n in outage.endpoints if n in self.emulators]
+        emulators = [self.emulators[name] for name in outage.endpoints if name in self.emulators]
 
         def job() -> None:
-            for e in emus:
+            for emulator in emulators:
                 if down:
-                    e.inject("down")
+                    emulator.inject("down")
                 else:
-                    e.clear_faults()
+                    emulator.clear_faults()
 
         await asyncio.to_thread(job)
 
-    async def chaos(self, sc: Scenario, outage: Outage) -> None:
+    async def chaos(self, scenario: Scenario, outage: Outage) -> None:
         """Take the provider down at the scenario's time and bring it back."""
-        await asyncio.sleep(max(0.0, sc.outage_at - self.load_offset()))
+        await asyncio.sleep(max(0.0, scenario.outage_at - self.load_offset()))
         outage.down_at = time.time()
         await self.inject(outage, down=True)
         self.say(f"[bold red]outage:[/] provider [bold]{outage.provider}[/] is down")
-        await asyncio.sleep(max(0.0, sc.recover_at - self.load_offset()))
+        await asyncio.sleep(max(0.0, scenario.recover_at - self.load_offset()))
         await self.inject(outage, down=False)
         outage.up_at = time.time()
         self.say(f"[bold green]recovery:[/] provider [bold]{outage.provider}[/] is back")
@@ -307,18 +316,20 @@ class Demo:
                 self.monitor.add(await source.sample())
             await asyncio.sleep(every_s)
 
-    async def drive(self, fleet: DemoFleet, gw: GatewayProcess, sc: Scenario) -> None:
+    async def drive(self, fleet: DemoFleet, gateway: GatewayProcess, scenario: Scenario) -> None:
         from skyfleet.bench.loadgen import Load, Target, run_load
         from skyfleet.bench.workload import HeaderVariant, SyntheticRequests
 
         shares = {"critical": 0.2, "standard": 0.6, "sheddable": 0.2}
         mix = [
-            HeaderVariant(shares[p], {"Authorization": f"Bearer {k}"}, p)
-            for p, k in fleet.keys.items()
+            HeaderVariant(shares[priority], {"Authorization": f"Bearer {key}"}, priority)
+            for priority, key in fleet.keys.items()
         ]
         source = SyntheticRequests("100-600", "20-80", seed=self.opts.seed, mix=mix)
-        target = Target(url=gw.url, model=fleet.public_model, stream=True, timeout_s=60.0)
-        load = Load(rate=sc.rate, process="poisson", duration_s=sc.load_s, seed=self.opts.seed)
+        target = Target(url=gateway.url, model=fleet.public_model, stream=True, timeout_s=60.0)
+        load = Load(
+            rate=scenario.rate, process="poisson", duration_s=scenario.load_s, seed=self.opts.seed
+        )
         self.load_t0 = time.perf_counter()
         self.load_wall_start = time.time()
         self.phase = "load"
@@ -326,12 +337,13 @@ class Demo:
             target, source, load, on_result=self.log.add, stop=self.stop_load, scrape_metrics=False
         )
 
-    async def watchdog(self, gw: GatewayProcess) -> None:
+    async def watchdog(self, gateway: GatewayProcess) -> None:
         """End the run with a clear error if the gateway process dies."""
-        while gw.proc.poll() is None:
+        while gateway.proc.poll() is None:
             await asyncio.sleep(0.5)
-        tail = "\n".join(gw.log().strip().splitlines()[-15:])
-        raise SkyfleetError(f"the gateway exited unexpectedly (code {gw.proc.returncode}):\n{tail}")
+        tail = "\n".join(gateway.log().strip().splitlines()[-15:])
+        code = gateway.proc.returncode
+        raise SkyfleetError(f"the gateway exited unexpectedly (code {code}):\n{tail}")
 
     async def stop_at(self, when: float) -> None:
         await asyncio.sleep(max(0.0, when - time.monotonic()))
@@ -347,13 +359,14 @@ class Demo:
         fleet = self.fleet = await self.plan()
         provider = pick_outage_provider(fleet, self.opts.outage_provider)
         outage = self.outage = Outage(
-            provider, [e.name for e in fleet.endpoints if e.provider == provider]
+            provider,
+            [endpoint.name for endpoint in fleet.endpoints if endpoint.provider == provider],
         )
-        gw = self.gateway = await self.start_fleet(fleet)
+        gateway = self.gateway = await self.start_fleet(fleet)
         startup = time.monotonic() - self.t_start
         self.say(
-            f"gateway up at [bold]{gw.url}[/] · dashboard [link]{gw.url}/dashboard/#key="
-            f"{fleet.admin_key}[/link]"
+            f"gateway up at [bold]{gateway.url}[/] · dashboard [link]{gateway.url}/dashboard/"
+            f"#key={fleet.admin_key}[/link]"
         )
         tail_s = max(5.0, 0.08 * self.opts.duration_s)
         load_s = self.remaining() - tail_s
@@ -365,41 +378,41 @@ class Demo:
             )
         base = fleet.plan.demand(fleet.public_model)
         base_rps = max(base) * self.opts.time_scale
-        sc = self.scenario = Scenario(load_s, base_rps, self.opts.surge_factor, provider)
-        tenants = {t["name"]: t["priority"] for t in fleet.config["tenants"]}
+        scenario = self.scenario = Scenario(load_s, base_rps, self.opts.surge_factor, provider)
+        tenants = {tenant["name"]: tenant["priority"] for tenant in fleet.config["tenants"]}
         source = HttpSource(
-            gw.url, fleet.admin_key, ledger=LedgerTail(self.workdir / "usage.sqlite", tenants)
+            gateway.url, fleet.admin_key, ledger=LedgerTail(self.workdir / "usage.sqlite", tenants)
         )
         self.say(
             f"load: {base_rps:.1f} req/s (the plan's peak × time scale), surge ×"
-            f"{self.opts.surge_factor:g}, {provider} down at {sc.outage_at:.0f}s and back at "
-            f"{sc.recover_at:.0f}s of {load_s:.0f}s"
+            f"{self.opts.surge_factor:g}, {provider} down at {scenario.outage_at:.0f}s and back "
+            f"at {scenario.recover_at:.0f}s of {load_s:.0f}s"
         )
         tasks = [
             asyncio.create_task(self.sample_loop(source)),
-            asyncio.create_task(self.chaos(sc, outage)),
+            asyncio.create_task(self.chaos(scenario, outage)),
             asyncio.create_task(self.stop_at(self.deadline - 0.6 * tail_s)),
         ]
         view = self.view_factory(self) if self.view_factory else None
         if view is not None:
             tasks.append(asyncio.create_task(view.run()))
         try:
-            drive = asyncio.create_task(self.drive(fleet, gw, sc))
-            dog = asyncio.create_task(self.watchdog(gw))
-            tasks.append(dog)
-            done, _ = await asyncio.wait({drive, dog}, return_when=asyncio.FIRST_COMPLETED)
-            if dog in done:
+            drive = asyncio.create_task(self.drive(fleet, gateway, scenario))
+            watch = asyncio.create_task(self.watchdog(gateway))
+            tasks.append(watch)
+            done, _ = await asyncio.wait({drive, watch}, return_when=asyncio.FIRST_COMPLETED)
+            if watch in done:
                 drive.cancel()
                 await asyncio.gather(drive, return_exceptions=True)
-                dog.result()  # raises the gateway's failure
+                watch.result()  # raises the gateway's failure
             await drive
             self.phase = "report"
             await asyncio.sleep(0.6)  # the ledger flushes every 0.5 s
             with contextlib.suppress(Exception):
                 self.monitor.add(await source.sample())
         finally:
-            for t in tasks:
-                t.cancel()
+            for task in tasks:
+                task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             if view is not None:
                 view.close()
@@ -410,13 +423,13 @@ class Demo:
         return DemoRun(
             self.opts,
             fleet,
-            sc,
+            scenario,
             self.log,
             self.monitor,
             outage,
             self.load_wall_start,
             startup,
-            gw.url,
+            gateway.url,
         )
 
     def cleanup(self) -> None:
@@ -455,7 +468,7 @@ def run_demo(
     finally:
         old = _ignore_sigint()
         try:
-            left = children.stop_all(log=lambda m: console.print(f"[yellow]{m}[/]"))
+            left = children.stop_all(log=lambda message: console.print(f"[yellow]{message}[/]"))
             if left:
                 console.print(f"[yellow]killed {len(left)} leftover process(es)[/]")
             demo.cleanup()

@@ -41,45 +41,45 @@ class Scenario:
     def recover_at(self) -> float:
         return self.outage_end * self.load_s
 
-    def rate(self, t: float) -> float:
-        """Offered requests/s at offset `t`: ramp up, steady, surge (smooth edges), steady."""
-        b, L = self.base_rps, self.load_s
-        if t < 0 or t >= L:
+    def rate(self, offset: float) -> float:
+        """Offered requests/s at `offset`: ramp up, steady, surge (smooth edges), steady."""
+        base, length = self.base_rps, self.load_s
+        if offset < 0 or offset >= length:
             return 0.0
-        if t < self.ramp_end * L:
-            return b * (0.5 + 0.5 * t / (self.ramp_end * L))
-        s0, s1 = self.surge_start * L, self.surge_end * L
-        edge = max(0.04 * L, 1e-3)
-        peak = b * self.surge_factor
-        if s0 <= t < s0 + edge:
-            return b + (peak - b) * (t - s0) / edge
-        if s0 + edge <= t < s1 - edge:
+        if offset < self.ramp_end * length:
+            return base * (0.5 + 0.5 * offset / (self.ramp_end * length))
+        surge_start_s, surge_end_s = self.surge_start * length, self.surge_end * length
+        edge = max(0.04 * length, 1e-3)
+        peak = base * self.surge_factor
+        if surge_start_s <= offset < surge_start_s + edge:
+            return base + (peak - base) * (offset - surge_start_s) / edge
+        if surge_start_s + edge <= offset < surge_end_s - edge:
             return peak
-        if s1 - edge <= t < s1:
-            return peak - (peak - b) * (t - (s1 - edge)) / edge
-        return b
+        if surge_end_s - edge <= offset < surge_end_s:
+            return peak - (peak - base) * (offset - (surge_end_s - edge)) / edge
+        return base
 
     def phases(self) -> list[Phase]:
         """The story's phases in order (they may overlap: the outage starts inside the surge)."""
-        L = self.load_s
+        length = self.load_s
         return [
-            Phase("ramp-up", 0.0, self.ramp_end * L),
-            Phase("steady", self.ramp_end * L, self.surge_start * L),
-            Phase("surge", self.surge_start * L, self.surge_end * L),
+            Phase("ramp-up", 0.0, self.ramp_end * length),
+            Phase("steady", self.ramp_end * length, self.surge_start * length),
+            Phase("surge", self.surge_start * length, self.surge_end * length),
             Phase(f"{self.outage_provider or 'provider'} down", self.outage_at, self.recover_at),
-            Phase("recovery", self.recover_at, L),
+            Phase("recovery", self.recover_at, length),
         ]
 
-    def phase_at(self, t: float) -> str:
-        """A short label of what is happening at offset `t`."""
-        if t >= self.load_s:
+    def phase_at(self, offset: float) -> str:
+        """A short label of what is happening at `offset`."""
+        if offset >= self.load_s:
             return "draining"
-        labels = [p.name for p in self.phases() if p.start <= t < p.end]
+        labels = [phase.name for phase in self.phases() if phase.start <= offset < phase.end]
         if not labels:
             return "starting"
         return " + ".join(labels)
 
     def expected_requests(self, step: float = 0.1) -> float:
         """Integral of the rate over the load window (for progress estimates)."""
-        n = int(self.load_s / step)
-        return sum(self.rate(i * step) * step for i in range(n))
+        count = int(self.load_s / step)
+        return sum(self.rate(index * step) * step for index in range(count))

@@ -29,7 +29,7 @@ from skyfleet.policy.priority import Priority, QueueEntry, WaitQueue, token_cost
 from skyfleet.policy.ratelimit import Charge, TenantLimiter
 from skyfleet.policy.types import EndpointState
 
-T = TypeVar("T")
+PayloadT = TypeVar("PayloadT")  # the caller's handle carried by a queue entry
 Action = Literal["admit", "queue", "reject"]
 
 
@@ -62,13 +62,14 @@ class AdmissionSettings:
         if min(self.critical_deadline_s, self.standard_deadline_s, self.sheddable_deadline_s) < 0:
             raise ValueError("queue deadlines must be >= 0")
 
-    def deadline_s(self, p: Priority) -> float:
-        """How long a request of class `p` may wait in the queue."""
-        return (self.critical_deadline_s, self.standard_deadline_s, self.sheddable_deadline_s)[p]
+    def deadline_s(self, priority: Priority) -> float:
+        """How long a request of class `priority` may wait in the queue."""
+        deadlines = (self.critical_deadline_s, self.standard_deadline_s, self.sheddable_deadline_s)
+        return deadlines[priority]
 
-    def share(self, p: Priority) -> float:
-        """Fraction of fleet concurrency class `p` may fill."""
-        return (self.critical_share, self.standard_share, self.sheddable_share)[p]
+    def share(self, priority: Priority) -> float:
+        """Fraction of fleet concurrency class `priority` may fill."""
+        return (self.critical_share, self.standard_share, self.sheddable_share)[priority]
 
     def retry_after(self, seconds: float) -> float:
         """A Retry-After value clamped to the configured bounds."""
@@ -111,13 +112,13 @@ def fleet_load(
     against the sum of min(capacity, adaptive limit) over the healthy endpoints; with a
     `service` estimate the drain rate is limit ÷ mean service time (Little's law at full
     concurrency)."""
-    lim = limits or {}
+    adaptive_limits = limits or {}
     counted = 0
     limit = 0
-    for e in endpoints:
-        counted += e.in_flight
-        if e.healthy:
-            limit += min(e.capacity, lim.get(e.name, e.capacity))
+    for endpoint in endpoints:
+        counted += endpoint.in_flight
+        if endpoint.healthy:
+            limit += min(endpoint.capacity, adaptive_limits.get(endpoint.name, endpoint.capacity))
     if service is not None:
         drain_rate_per_s = limit / service.mean_s if service.mean_s else 0.0
     return FleetLoad(counted if in_flight is None else in_flight, limit, drain_rate_per_s)
@@ -149,7 +150,7 @@ def retry_after_headers(seconds: float) -> dict[str, str]:
 
 
 @dataclass(frozen=True)
-class Verdict(Generic[T]):
+class Verdict(Generic[PayloadT]):
     """Admission's decision for one request plus what the caller needs to carry it out."""
 
     action: Action
@@ -160,74 +161,80 @@ class Verdict(Generic[T]):
     headers: dict[str, str] = field(default_factory=dict)
     deadline: float | None = None
     charge: Charge | None = None
-    entry: QueueEntry[T] | None = None
-    displaced: QueueEntry[T] | None = None
+    entry: QueueEntry[PayloadT] | None = None
+    displaced: QueueEntry[PayloadT] | None = None
 
 
-def has_room(p: Priority, fleet: FleetLoad, queue: WaitQueue[T], s: AdmissionSettings) -> bool:
-    """Class `p` may start now: within its share of fleet concurrency, nobody ahead waiting."""
-    return fits_share(p, fleet, s) and queue.count_at_or_above(p) == 0
+def has_room(
+    priority: Priority,
+    fleet: FleetLoad,
+    queue: WaitQueue[PayloadT],
+    settings: AdmissionSettings,
+) -> bool:
+    """Class `priority` may start now: within its share of fleet concurrency, nobody ahead
+    waiting."""
+    return fits_share(priority, fleet, settings) and queue.count_at_or_above(priority) == 0
 
 
-def fits_share(p: Priority, fleet: FleetLoad, s: AdmissionSettings) -> bool:
-    """One more request of class `p` keeps in-flight within ``share[p] × limit``.
+def fits_share(priority: Priority, fleet: FleetLoad, settings: AdmissionSettings) -> bool:
+    """One more request of class `priority` keeps in-flight within ``share[p] × limit``.
 
     Every class may use at least one slot, so a tiny fleet never starves a class outright.
     """
     if fleet.limit <= 0:
         return False
-    return fleet.in_flight + 1 <= max(1.0, s.share(p) * fleet.limit) + 1e-9
+    return fleet.in_flight + 1 <= max(1.0, settings.share(priority) * fleet.limit) + 1e-9
 
 
 def decide(
     req: AdmissionRequest,
     limiter: TenantLimiter | None,
-    queue: WaitQueue[T],
+    queue: WaitQueue[PayloadT],
     fleet: FleetLoad,
     settings: AdmissionSettings,
     now: float,
-    payload: T,
-) -> Verdict[T]:
+    payload: PayloadT,
+) -> Verdict[PayloadT]:
     """Admit, queue or reject `req` (charging the limiter and pushing into `queue` as needed)."""
-    p = req.priority
+    priority = req.priority
     charge: Charge | None = None
     headers: dict[str, str] = {}
     if limiter is not None:
-        rd = limiter.try_acquire(now, req.est_tokens, req.est_cost_usd)
-        if not rd.allowed:
-            headers = rd.state.headers() if rd.state is not None else {}
-            wait = max(rd.retry_after_s, 0.001)
+        rate = limiter.try_acquire(now, req.est_tokens, req.est_cost_usd)
+        if not rate.allowed:
+            headers = rate.state.headers() if rate.state is not None else {}
+            wait = max(rate.retry_after_s, 0.001)
             return Verdict(
                 "reject",
-                p,
+                priority,
                 status=429,
                 retry_after_s=wait,
-                reason=f"rate_limit_{rd.reason}",
+                reason=f"rate_limit_{rate.reason}",
                 headers=headers | retry_after_headers(wait),
             )
-        charge = rd.charge
+        charge = rate.charge
 
-    if has_room(p, fleet, queue, settings):
-        return Verdict("admit", p, headers=headers, charge=charge)
+    if has_room(priority, fleet, queue, settings):
+        return Verdict("admit", priority, headers=headers, charge=charge)
 
-    def shed(reason: str, wait: float) -> Verdict[T]:
+    def shed(reason: str, wait: float) -> Verdict[PayloadT]:
         if limiter is not None and charge is not None:
             limiter.refund(now, charge)
             headers.update(limiter.state(now).headers())
-        ra = settings.retry_after(wait)
+        retry_after_s = settings.retry_after(wait)
         return Verdict(
             "reject",
-            p,
+            priority,
             status=settings.shed_status,
-            retry_after_s=ra,
+            retry_after_s=retry_after_s,
             reason=reason,
-            headers=headers | retry_after_headers(ra),
+            headers=headers | retry_after_headers(retry_after_s),
         )
 
     if fleet.limit <= 0:
         return shed("no_capacity", settings.min_retry_after_s)
-    deadline_s = settings.deadline_s(p)
-    ahead = queue.count_at_or_above(p)
+    deadline_s = settings.deadline_s(priority)
+    ahead = queue.count_at_or_above(priority)
     if fleet.drain_rate_per_s > 0:
         expected = (ahead + 1) / fleet.drain_rate_per_s
         if expected > deadline_s:
@@ -236,7 +243,7 @@ def decide(
         expected = deadline_s
     pushed = queue.push(
         tenant=req.tenant,
-        priority=p,
+        priority=priority,
         now=now,
         deadline=now + deadline_s,
         cost=token_cost(req.input_tokens, req.max_tokens),
@@ -247,7 +254,7 @@ def decide(
         return shed("queue_full", expected)
     return Verdict(
         "queue",
-        p,
+        priority,
         headers=headers,
         deadline=now + deadline_s,
         charge=charge,
@@ -257,28 +264,28 @@ def decide(
 
 
 def next_to_dispatch(
-    queue: WaitQueue[T], fleet: FleetLoad, settings: AdmissionSettings
-) -> QueueEntry[T] | None:
+    queue: WaitQueue[PayloadT], fleet: FleetLoad, settings: AdmissionSettings
+) -> QueueEntry[PayloadT] | None:
     """Pop the next queued entry that may start given the fleet's load (or None)."""
     allowed: Priority | None = None
-    for p in Priority:
-        if fits_share(p, fleet, settings):
-            allowed = p
+    for priority in Priority:
+        if fits_share(priority, fleet, settings):
+            allowed = priority
     if allowed is None:
         return None
     return queue.pop(allowed)
 
 
 def shed_response(
-    entry_priority: Priority, reason: str, wait_s: float, s: AdmissionSettings
+    entry_priority: Priority, reason: str, wait_s: float, settings: AdmissionSettings
 ) -> Verdict[None]:
     """The reject decision for a queued entry that was displaced or ran past its deadline."""
-    ra = s.retry_after(wait_s)
+    retry_after_s = settings.retry_after(wait_s)
     return Verdict(
         "reject",
         entry_priority,
-        status=s.shed_status,
-        retry_after_s=ra,
+        status=settings.shed_status,
+        retry_after_s=retry_after_s,
         reason=reason,
-        headers=retry_after_headers(ra),
+        headers=retry_after_headers(retry_after_s),
     )

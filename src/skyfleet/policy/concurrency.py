@@ -57,14 +57,14 @@ class AdaptiveLimit:
     """The concurrency limit of one endpoint, fed with latency samples."""
 
     def __init__(self, settings: GradientSettings, initial: float | None = None):
-        self.settings = s = settings
-        start = s.initial_limit if initial is None else initial
-        self._limit = min(s.max_limit, max(s.min_limit, start))
+        self.settings = settings
+        start = settings.initial_limit if initial is None else initial
+        self._limit = min(settings.max_limit, max(settings.min_limit, start))
         self.long_rtt: float | None = None
         self.updates = 0
         self._window_start: float | None = None
         self._sum = 0.0
-        self._n = 0
+        self._samples = 0
         self._max_inflight = 0
         self._dropped = False
 
@@ -84,7 +84,7 @@ class AdaptiveLimit:
             return False
         self._open(now)
         self._sum += rtt_s
-        self._n += 1
+        self._samples += 1
         self._max_inflight = max(self._max_inflight, inflight)
         return self._maybe_update(now)
 
@@ -100,36 +100,36 @@ class AdaptiveLimit:
             self._window_start = now
 
     def _maybe_update(self, now: float) -> bool:
-        s = self.settings
+        settings = self.settings
         start = self._window_start
-        if start is None or now - start < s.window_s:
+        if start is None or now - start < settings.window_s:
             return False
-        if self._n < s.min_samples and not self._dropped:
+        if self._samples < settings.min_samples and not self._dropped:
             return False
         before = self._limit
         if self._dropped:
-            self._limit = max(s.min_limit, self._limit * s.drop_backoff)
+            self._limit = max(settings.min_limit, self._limit * settings.drop_backoff)
         else:
-            self._update(self._sum / self._n, self._max_inflight)
-        self._window_start, self._sum, self._n = now, 0.0, 0
+            self._update(self._sum / self._samples, self._max_inflight)
+        self._window_start, self._sum, self._samples = now, 0.0, 0
         self._max_inflight, self._dropped = 0, False
         return self._limit != before
 
     def _update(self, short: float, inflight: int) -> None:
-        s = self.settings
+        settings = self.settings
         self.updates += 1
         if self.long_rtt is None:
             self.long_rtt = short
         elif self.updates <= 10:
             self.long_rtt += (short - self.long_rtt) / self.updates
         else:
-            alpha = 2.0 / (s.long_window + 1)
+            alpha = 2.0 / (settings.long_window + 1)
             self.long_rtt = (1 - alpha) * self.long_rtt + alpha * short
         if self.long_rtt / short > 2.0:
             self.long_rtt *= 0.95
         if inflight < self._limit / 2:
             return
-        gradient = min(s.max_gradient, max(0.5, s.tolerance * self.long_rtt / short))
-        new = self._limit * gradient + s.queue_size
-        smoothed = (1 - s.smoothing) * self._limit + s.smoothing * new
-        self._limit = min(s.max_limit, max(s.min_limit, smoothed))
+        gradient = min(settings.max_gradient, max(0.5, settings.tolerance * self.long_rtt / short))
+        target = self._limit * gradient + settings.queue_size
+        smoothed = (1 - settings.smoothing) * self._limit + settings.smoothing * target
+        self._limit = min(settings.max_limit, max(settings.min_limit, smoothed))

@@ -38,23 +38,28 @@ class EndpointHealth:
         """A request completed without an endpoint-side failure."""
         self.consecutive_failures = 0
 
-    def on_failure(self, now: float, cfg: HealthConfig, may_eject: bool = True) -> bool:
+    def on_failure(self, now: float, settings: HealthConfig, may_eject: bool = True) -> bool:
         """Count a failure; return True when this failure ejects the endpoint."""
         self.consecutive_failures += 1
-        if self.ejected_until is not None or self.consecutive_failures < cfg.consecutive_failures:
+        if (
+            self.ejected_until is not None
+            or self.consecutive_failures < settings.consecutive_failures
+        ):
             return False
         if not may_eject:
             return False
-        if now - self.last_recovered > cfg.max_ejection_s:
+        if now - self.last_recovered > settings.max_ejection_s:
             self.ejections_in_a_row = 0  # healthy long enough: back-off starts over
         self.ejections_in_a_row += 1
-        dur = min(cfg.base_ejection_s * 2 ** (self.ejections_in_a_row - 1), cfg.max_ejection_s)
-        self.ejected_until = now + dur
+        ejection_s = min(
+            settings.base_ejection_s * 2 ** (self.ejections_in_a_row - 1), settings.max_ejection_s
+        )
+        self.ejected_until = now + ejection_s
         self.total_ejections += 1
         self.consecutive_failures = 0
         return True
 
-    def on_probe(self, ok: bool, now: float, cfg: HealthConfig) -> None:
+    def on_probe(self, ok: bool, now: float, settings: HealthConfig) -> None:
         """Result of an active probe."""
         if ok:
             self.probe_failures = 0
@@ -64,7 +69,7 @@ class EndpointHealth:
                 self.last_recovered = now
             return
         self.probe_failures += 1
-        if self.probe_failures >= cfg.unhealthy_after_probe_failures:
+        if self.probe_failures >= settings.unhealthy_after_probe_failures:
             self.probe_down = True
 
     def seconds_until_retry(self, now: float) -> float:

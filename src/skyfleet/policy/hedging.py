@@ -59,18 +59,18 @@ class HedgePolicy:
 
     def delay_s(self) -> float | None:
         """How long to wait before hedging; None = do not hedge (off or too few samples)."""
-        s = self.settings
-        if not s.enabled or len(self._ttfts) < s.min_samples:
+        settings = self.settings
+        if not settings.enabled or len(self._ttfts) < settings.min_samples:
             return None
         if self._cached is None or self._since_sort >= max(1, len(self._ttfts) // 16):
-            self._cached = percentile(sorted(self._ttfts), s.percentile)
+            self._cached = percentile(sorted(self._ttfts), settings.percentile)
             self._since_sort = 0
-        return max(s.min_delay_s, self._cached)
+        return max(settings.min_delay_s, self._cached)
 
     def _bucket(self, now: float) -> list[float]:
-        sec = math.floor(now)
-        if not self._buckets or self._buckets[-1][0] != sec:
-            self._buckets.append([float(sec), 0.0, 0.0])
+        second = math.floor(now)
+        if not self._buckets or self._buckets[-1][0] != second:
+            self._buckets.append([float(second), 0.0, 0.0])
         while self._buckets and self._buckets[0][0] <= now - self.settings.window_s:
             self._buckets.popleft()
         return self._buckets[-1]
@@ -83,17 +83,17 @@ class HedgePolicy:
         """Whether a hedge may be sent now (within budget); counts it if so."""
         if not self.settings.enabled:
             return False
-        b = self._bucket(now)
-        requests = sum(x[1] for x in self._buckets)
-        hedges = sum(x[2] for x in self._buckets)
+        current = self._bucket(now)
+        requests = sum(bucket[1] for bucket in self._buckets)
+        hedges = sum(bucket[2] for bucket in self._buckets)
         if hedges + 1 > self.settings.budget_fraction * requests:
             return False
-        b[2] += 1
+        current[2] += 1
         self.hedges_sent += 1
         return True
 
     def extra_load(self, now: float) -> float:
         """Hedges ÷ requests over the window (the extra load hedging adds)."""
         self._bucket(now)
-        requests = sum(x[1] for x in self._buckets)
-        return sum(x[2] for x in self._buckets) / requests if requests else 0.0
+        requests = sum(bucket[1] for bucket in self._buckets)
+        return sum(bucket[2] for bucket in self._buckets) / requests if requests else 0.0

@@ -26,7 +26,7 @@ from typing import Generic, TypeVar
 from skyfleet.vocab import Priority as Priority
 from skyfleet.vocab import parse_priority as parse_priority
 
-T = TypeVar("T")
+PayloadT = TypeVar("PayloadT")  # the caller's handle for a queued request
 
 W_INPUT = 1.0
 W_OUTPUT = 2.0
@@ -52,7 +52,7 @@ def token_cost(input_tokens: float, output_tokens: float) -> float:
 
 
 @dataclass(eq=False)
-class QueueEntry(Generic[T]):
+class QueueEntry(Generic[PayloadT]):
     """One waiting request. ``cost`` is its VTC cost; ``payload`` is the caller's handle."""
 
     tenant: str
@@ -60,42 +60,42 @@ class QueueEntry(Generic[T]):
     arrival: float
     deadline: float
     cost: float
-    payload: T
+    payload: PayloadT
     weight: float = 1.0
     seq: int = 0
     queued: bool = True
 
 
 @dataclass(frozen=True)
-class PushResult(Generic[T]):
+class PushResult(Generic[PayloadT]):
     """Outcome of `WaitQueue.push`: accepted or not, and any entry displaced to make room."""
 
     accepted: bool
-    entry: QueueEntry[T] | None = None
-    displaced: QueueEntry[T] | None = None
+    entry: QueueEntry[PayloadT] | None = None
+    displaced: QueueEntry[PayloadT] | None = None
 
 
 @dataclass
-class _Band(Generic[T]):
-    tenants: dict[str, deque[QueueEntry[T]]] = field(default_factory=dict)
+class _Band(Generic[PayloadT]):
+    tenants: dict[str, deque[QueueEntry[PayloadT]]] = field(default_factory=dict)
     counters: dict[str, float] = field(default_factory=dict)
     size: int = 0
 
 
-class WaitQueue(Generic[T]):
+class WaitQueue(Generic[PayloadT]):
     """Bounded multi-tenant priority queue with deadlines."""
 
     def __init__(self, capacity: int) -> None:
         if capacity < 0:
             raise ValueError("queue capacity must be >= 0")
         self.capacity = capacity
-        self._bands: list[_Band[T]] = [_Band() for _ in Priority]
-        self._deadlines: list[tuple[float, int, QueueEntry[T]]] = []
+        self._bands: list[_Band[PayloadT]] = [_Band() for _ in Priority]
+        self._deadlines: list[tuple[float, int, QueueEntry[PayloadT]]] = []
         self._seq = itertools.count()
 
     # -- sizes -------------------------------------------------------------------------
     def __len__(self) -> int:
-        return sum(b.size for b in self._bands)
+        return sum(band.size for band in self._bands)
 
     def count(self, priority: Priority) -> int:
         """Entries waiting in one band."""
@@ -103,7 +103,7 @@ class WaitQueue(Generic[T]):
 
     def count_at_or_above(self, priority: Priority) -> int:
         """Entries that would be dispatched before a new arrival of `priority`."""
-        return sum(self._bands[p].size for p in range(priority + 1))
+        return sum(self._bands[rank].size for rank in range(priority + 1))
 
     def counter(self, priority: Priority, tenant: str) -> float:
         """A tenant's VTC counter in a band (for tests and metrics)."""
@@ -118,11 +118,11 @@ class WaitQueue(Generic[T]):
         now: float,
         deadline: float,
         cost: float,
-        payload: T,
+        payload: PayloadT,
         weight: float = 1.0,
-    ) -> PushResult[T]:
+    ) -> PushResult[PayloadT]:
         """Queue a request; when full, displace a lower-priority entry or refuse."""
-        displaced: QueueEntry[T] | None = None
+        displaced: QueueEntry[PayloadT] | None = None
         if len(self) >= self.capacity:
             displaced = self._newest_below(priority)
             if displaced is None:
@@ -139,17 +139,19 @@ class WaitQueue(Generic[T]):
             seq=next(self._seq),
         )
         band = self._bands[priority]
-        q = band.tenants.setdefault(tenant, deque())
-        if not q:  # counter lift on (re)activation
-            others = [band.counters.get(t, 0.0) for t, qq in band.tenants.items() if qq]
+        waiting = band.tenants.setdefault(tenant, deque())
+        if not waiting:  # counter lift on (re)activation
+            others = [
+                band.counters.get(name, 0.0) for name, entries in band.tenants.items() if entries
+            ]
             lifted = max(band.counters.get(tenant, 0.0), min(others, default=0.0))
             band.counters[tenant] = lifted
-        q.append(entry)
+        waiting.append(entry)
         band.size += 1
         heapq.heappush(self._deadlines, (deadline, entry.seq, entry))
         return PushResult(True, entry, displaced)
 
-    def remove(self, entry: QueueEntry[T]) -> bool:
+    def remove(self, entry: QueueEntry[PayloadT]) -> bool:
         """Take an entry out (client gone, deadline passed, displaced). False if not queued."""
         if not entry.queued:
             return False
@@ -159,23 +161,23 @@ class WaitQueue(Generic[T]):
         entry.queued = False
         return True
 
-    def _newest_below(self, priority: Priority) -> QueueEntry[T] | None:
-        for p in reversed(range(priority + 1, len(Priority))):
-            tails = [q[-1] for q in self._bands[p].tenants.values() if q]
+    def _newest_below(self, priority: Priority) -> QueueEntry[PayloadT] | None:
+        for rank in reversed(range(priority + 1, len(Priority))):
+            tails = [entries[-1] for entries in self._bands[rank].tenants.values() if entries]
             if tails:
-                return max(tails, key=lambda e: (e.arrival, e.seq))
+                return max(tails, key=lambda entry: (entry.arrival, entry.seq))
         return None
 
     # -- taking out --------------------------------------------------------------------
-    def pop(self, max_priority: Priority = Priority.SHEDDABLE) -> QueueEntry[T] | None:
+    def pop(self, max_priority: Priority = Priority.SHEDDABLE) -> QueueEntry[PayloadT] | None:
         """Dispatch the next entry whose priority is `max_priority` or more important."""
-        for p in range(max_priority + 1):
-            band = self._bands[p]
+        for rank in range(max_priority + 1):
+            band = self._bands[rank]
             if band.size == 0:
                 continue
             tenant = min(
-                (t for t, q in band.tenants.items() if q),
-                key=lambda t: (band.counters[t], band.tenants[t][0].seq),
+                (name for name, entries in band.tenants.items() if entries),
+                key=lambda name: (band.counters[name], band.tenants[name][0].seq),
             )
             entry = band.tenants[tenant].popleft()
             band.size -= 1
@@ -191,15 +193,15 @@ class WaitQueue(Generic[T]):
         band = self._bands[priority]
         band.counters[tenant] = band.counters.get(tenant, 0.0) + delta_cost / max(weight, 1e-9)
 
-    def expire(self, now: float) -> list[QueueEntry[T]]:
+    def expire(self, now: float) -> list[QueueEntry[PayloadT]]:
         """Remove and return every entry whose deadline is at or before `now`."""
-        out: list[QueueEntry[T]] = []
+        out: list[QueueEntry[PayloadT]] = []
         while self._deadlines and self._deadlines[0][0] <= now:
             _, _, entry = heapq.heappop(self._deadlines)
             if self.remove(entry):
                 out.append(entry)
         if len(self._deadlines) > 4 * max(len(self), 16):  # drop stale heap items
-            self._deadlines = [d for d in self._deadlines if d[2].queued]
+            self._deadlines = [item for item in self._deadlines if item[2].queued]
             heapq.heapify(self._deadlines)
         return out
 

@@ -27,15 +27,15 @@ CONCURRENCY_RETRY_S = 1.0
 
 def format_reset(seconds: float) -> str:
     """A duration as OpenAI writes it in ``x-ratelimit-reset-*``: ``20ms``, ``1.5s``, ``6m0s``."""
-    s = max(0.0, seconds)
-    if s < 1.0:
-        return f"{math.ceil(s * 1000)}ms"
-    if s < 60.0:
-        return f"{round(s, 3):g}s"
-    total = math.ceil(s)
-    h, rest = divmod(total, 3600)
-    m, sec = divmod(rest, 60)
-    return f"{h}h{m}m{sec}s" if h else f"{m}m{sec}s"
+    seconds = max(0.0, seconds)
+    if seconds < 1.0:
+        return f"{math.ceil(seconds * 1000)}ms"
+    if seconds < 60.0:
+        return f"{round(seconds, 3):g}s"
+    total = math.ceil(seconds)
+    hours, rest = divmod(total, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}h{minutes}m{secs}s" if hours else f"{minutes}m{secs}s"
 
 
 @dataclass
@@ -165,23 +165,23 @@ class TenantLimiter:
     budget_day: int = -1
 
     def __post_init__(self) -> None:
-        lim = self.limits
-        if self.requests is None and lim.rpm is not None:
-            self.requests = Gcra(limit=lim.rpm, burst=lim.bucket(lim.rpm))
-        if self.tokens is None and lim.tpm is not None:
-            self.tokens = Gcra(limit=lim.tpm, burst=lim.bucket(lim.tpm))
+        limits = self.limits
+        if self.requests is None and limits.rpm is not None:
+            self.requests = Gcra(limit=limits.rpm, burst=limits.bucket(limits.rpm))
+        if self.tokens is None and limits.tpm is not None:
+            self.tokens = Gcra(limit=limits.tpm, burst=limits.bucket(limits.tpm))
 
     # -- reading -----------------------------------------------------------------------
     def state(self, now: float) -> LimitState:
         """The current header values."""
-        r, t = self.requests, self.tokens
+        requests, tokens = self.requests, self.tokens
         return LimitState(
-            limit_requests=None if r is None else round(r.limit),
-            remaining_requests=None if r is None else r.remaining(now),
-            reset_requests_s=None if r is None else r.reset_s(now),
-            limit_tokens=None if t is None else round(t.limit),
-            remaining_tokens=None if t is None else t.remaining(now),
-            reset_tokens_s=None if t is None else t.reset_s(now),
+            limit_requests=None if requests is None else round(requests.limit),
+            remaining_requests=None if requests is None else requests.remaining(now),
+            reset_requests_s=None if requests is None else requests.reset_s(now),
+            limit_tokens=None if tokens is None else round(tokens.limit),
+            remaining_tokens=None if tokens is None else tokens.remaining(now),
+            reset_tokens_s=None if tokens is None else tokens.reset_s(now),
         )
 
     def _roll_budget(self, now: float) -> None:
@@ -193,20 +193,20 @@ class TenantLimiter:
     def try_acquire(self, now: float, est_tokens: float, est_cost_usd: float = 0.0) -> RateDecision:
         """Check every limit; charge them all only if all pass."""
         self._roll_budget(now)
-        lim = self.limits
+        limits = self.limits
         waits: list[tuple[float, str]] = []
         if self.requests is not None:
             waits.append((self.requests.retry_after(now, 1.0), "requests"))
         if self.tokens is not None:
             waits.append((self.tokens.retry_after(now, est_tokens), "tokens"))
-        if lim.max_concurrency is not None and self.in_flight >= lim.max_concurrency:
+        if limits.max_concurrency is not None and self.in_flight >= limits.max_concurrency:
             waits.append((CONCURRENCY_RETRY_S, "concurrency"))
-        budget = lim.daily_budget_usd
+        budget = limits.daily_budget_usd
         if budget is not None and (
             self.spent_usd >= budget or self.spent_usd + est_cost_usd > budget
         ):  # spend that *reaches* the budget closes it (the gateway's estimate is 0)
             waits.append(((self.budget_day + 1) * DAY_S - now, "budget"))
-        blocking = [(w, r) for w, r in waits if w > 0.0]
+        blocking = [(wait, reason) for wait, reason in waits if wait > 0.0]
         if blocking:
             wait, reason = max(blocking)
             return RateDecision(False, max(wait, MIN_RETRY_S), reason, self.state(now))
@@ -250,15 +250,15 @@ class RateLimiter:
 
     def get(self, tenant: str, limits: TenantLimits) -> TenantLimiter:
         """The tenant's limiter, rebuilt on a limits change (keeps in-flight and spend)."""
-        cur = self.tenants.get(tenant)
-        if cur is None or cur.limits != limits:
-            old = cur
-            cur = TenantLimiter(limits)
-            if old is not None:
-                cur.in_flight, cur.spent_usd, cur.budget_day = (
-                    old.in_flight,
-                    old.spent_usd,
-                    old.budget_day,
+        limiter = self.tenants.get(tenant)
+        if limiter is None or limiter.limits != limits:
+            previous = limiter
+            limiter = TenantLimiter(limits)
+            if previous is not None:
+                limiter.in_flight, limiter.spent_usd, limiter.budget_day = (
+                    previous.in_flight,
+                    previous.spent_usd,
+                    previous.budget_day,
                 )
-            self.tenants[tenant] = cur
-        return cur
+            self.tenants[tenant] = limiter
+        return limiter

@@ -21,14 +21,14 @@ class RetryBudget:
     _buckets: dict[int, list[int]] = field(default_factory=dict)  # second → [requests, retries]
 
     def _bucket(self, now: float) -> list[int]:
-        sec = int(now)
-        b = self._buckets.get(sec)
-        if b is None:
-            b = self._buckets[sec] = [0, 0]
-            horizon = sec - int(self.window_s)
-            for k in [k for k in self._buckets if k <= horizon]:
-                del self._buckets[k]
-        return b
+        second = int(now)
+        bucket = self._buckets.get(second)
+        if bucket is None:
+            bucket = self._buckets[second] = [0, 0]
+            horizon = second - int(self.window_s)
+            for old in [start for start in self._buckets if start <= horizon]:
+                del self._buckets[old]
+        return bucket
 
     def record_request(self, now: float) -> None:
         """Count one new (first-attempt) request."""
@@ -37,16 +37,16 @@ class RetryBudget:
     def totals(self, now: float) -> tuple[int, int]:
         """(requests, retries) inside the window ending at `now`."""
         self._bucket(now)
-        reqs = sum(b[0] for b in self._buckets.values())
-        rets = sum(b[1] for b in self._buckets.values())
-        return reqs, rets
+        requests = sum(bucket[0] for bucket in self._buckets.values())
+        retries = sum(bucket[1] for bucket in self._buckets.values())
+        return requests, retries
 
     def try_retry(self, attempts_made: int, now: float) -> bool:
         """Whether attempt number `attempts_made + 1` may go out; counts it if so."""
         if attempts_made >= self.max_attempts:
             return False
-        reqs, rets = self.totals(now)
-        if rets >= max(float(self.min_retries), self.ratio * reqs):
+        requests, retries = self.totals(now)
+        if retries >= max(float(self.min_retries), self.ratio * requests):
             return False
         self._bucket(now)[1] += 1
         return True

@@ -17,35 +17,36 @@ from skyfleet.config import RoutingConfig
 from skyfleet.policy.types import TIER_ORDER, EndpointState, RequestFeatures, RouteDecision
 
 
-def is_saturated(ep: EndpointState, p: RoutingConfig, now: float | None = None) -> bool:
+def is_saturated(endpoint: EndpointState, routing: RoutingConfig, now: float | None = None) -> bool:
     """In-flight at capacity × threshold, throttled (429), or fresh scraped queue/KV over
     thresholds."""
-    if ep.in_flight >= ep.capacity * p.saturation_threshold:
+    if endpoint.in_flight >= endpoint.capacity * routing.saturation_threshold:
         return True
-    if ep.throttled_until is not None and (now is None or now < ep.throttled_until):
+    if endpoint.throttled_until is not None and (now is None or now < endpoint.throttled_until):
         return True  # it answered 429: treat as full until its Retry-After passes
-    fresh = ep.scraped_at is not None and (now is None or now - ep.scraped_at <= p.metrics_stale_s)
+    fresh = endpoint.scraped_at is not None and (
+        now is None or now - endpoint.scraped_at <= routing.metrics_stale_s
+    )
     if not fresh:
         return False  # fail open on stale or missing signals
     if (
-        p.queue_threshold is not None
-        and ep.num_waiting is not None
-        and ep.num_waiting >= p.queue_threshold
+        routing.queue_threshold is not None
+        and endpoint.num_waiting is not None
+        and endpoint.num_waiting >= routing.queue_threshold
     ):
         return True
     return (
-        p.kv_cache_threshold is not None
-        and ep.kv_cache_usage is not None
-        and ep.kv_cache_usage >= p.kv_cache_threshold
+        routing.kv_cache_threshold is not None
+        and endpoint.kv_cache_usage is not None
+        and endpoint.kv_cache_usage >= routing.kv_cache_threshold
     )
 
 
-def _p2c(cands: Sequence[EndpointState], rng: random.Random) -> EndpointState:
-    if len(cands) == 1:
-        return cands[0]
-    a, b = rng.sample(range(len(cands)), 2)
-    ea, eb = cands[a], cands[b]
-    return ea if ea.load <= eb.load else eb
+def _power_of_two_choices(candidates: Sequence[EndpointState], rng: random.Random) -> EndpointState:
+    if len(candidates) == 1:
+        return candidates[0]
+    first, second = (candidates[index] for index in rng.sample(range(len(candidates)), 2))
+    return first if first.load <= second.load else second
 
 
 def _affinity(key: int, name: str) -> int:
@@ -54,52 +55,61 @@ def _affinity(key: int, name: str) -> int:
 
 
 def pick_in_tier(
-    cands: Sequence[EndpointState], req: RequestFeatures, p: RoutingConfig, rng: random.Random
+    candidates: Sequence[EndpointState],
+    features: RequestFeatures,
+    routing: RoutingConfig,
+    rng: random.Random,
 ) -> EndpointState:
     """Prefix affinity (if on and not too imbalanced), else power-of-two-choices."""
-    if p.prefix_affinity and req.prefix_key is not None and len(cands) > 1:
-        key = req.prefix_key
-        pref = max(cands, key=lambda e: _affinity(key, e.name))
-        if pref.load - min(e.load for e in cands) <= p.affinity_max_imbalance:
-            return pref
-    return _p2c(cands, rng)
+    if routing.prefix_affinity and features.prefix_key is not None and len(candidates) > 1:
+        key = features.prefix_key
+        preferred = max(candidates, key=lambda endpoint: _affinity(key, endpoint.name))
+        idlest_load = min(endpoint.load for endpoint in candidates)
+        if preferred.load - idlest_load <= routing.affinity_max_imbalance:
+            return preferred
+    return _power_of_two_choices(candidates, rng)
 
 
 def route(
-    req: RequestFeatures,
+    features: RequestFeatures,
     endpoints: Sequence[EndpointState],
-    p: RoutingConfig,
+    routing: RoutingConfig,
     rng: random.Random,
     *,
     exclude: Collection[str] = (),
     now: float | None = None,
 ) -> RouteDecision:
-    """Choose the endpoint for the next attempt of `req` among the model's `endpoints`.
+    """Choose the endpoint for the next attempt of the request described by `features` among
+    the model's `endpoints`.
 
     `exclude` holds endpoints already tried for this request. `now` (monotonic seconds) lets
     stale scraped signals be ignored; pass None to trust them always.
     """
     if not endpoints:
         return RouteDecision(None, reason="model has no endpoints")
-    first_tier = min(TIER_ORDER[e.tier] for e in endpoints)
-    live = [e for e in endpoints if e.healthy and e.name not in exclude]
+    first_tier = min(TIER_ORDER[endpoint.tier] for endpoint in endpoints)
+    live = [endpoint for endpoint in endpoints if endpoint.healthy and endpoint.name not in exclude]
     if not live:
         why = "no healthy endpoint" if not exclude else "no healthy endpoint left to try"
         return RouteDecision(None, reason=why)
     by_tier: dict[int, list[EndpointState]] = {}
-    for e in live:
-        by_tier.setdefault(TIER_ORDER[e.tier], []).append(e)
-    for t in sorted(by_tier):
-        free = [e for e in by_tier[t] if not is_saturated(e, p, now)]
+    for endpoint in live:
+        by_tier.setdefault(TIER_ORDER[endpoint.tier], []).append(endpoint)
+    for tier_rank in sorted(by_tier):
+        free = [
+            endpoint for endpoint in by_tier[tier_rank] if not is_saturated(endpoint, routing, now)
+        ]
         if free:
-            ep = pick_in_tier(free, req, p, rng)
-            return RouteDecision(ep.name, ep.tier, spilled=t > first_tier, reason="ok")
+            chosen = pick_in_tier(free, features, routing, rng)
+            return RouteDecision(
+                chosen.name, chosen.tier, spilled=tier_rank > first_tier, reason="ok"
+            )
     # Everything healthy is saturated: the least loaded endpoint, cheapest tier on ties.
-    ep = min(live, key=lambda e: (e.load, TIER_ORDER[e.tier]))
+    chosen = min(live, key=lambda endpoint: (endpoint.load, TIER_ORDER[endpoint.tier]))
     return RouteDecision(
-        ep.name,
-        ep.tier,
-        spilled=TIER_ORDER[ep.tier] > first_tier,
+        chosen.name,
+        chosen.tier,
+        spilled=TIER_ORDER[chosen.tier] > first_tier,
         saturated=True,
         reason="all saturated",
     )

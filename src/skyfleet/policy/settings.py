@@ -16,15 +16,15 @@ from skyfleet.policy.retry import RetryBudget
 
 def admission_settings(overload: OverloadConfig | None = None) -> AdmissionSettings:
     """Queue, deadlines, shares and shed status from the `overload:` section."""
-    o = overload or OverloadConfig()
+    overload = overload or OverloadConfig()
     return AdmissionSettings(
-        queue_size=o.queue_size,
-        critical_deadline_s=o.critical_deadline_s,
-        standard_deadline_s=o.standard_deadline_s,
-        sheddable_deadline_s=o.sheddable_deadline_s,
-        standard_share=o.standard_share,
-        sheddable_share=o.sheddable_share,
-        shed_status=o.shed_status,
+        queue_size=overload.queue_size,
+        critical_deadline_s=overload.critical_deadline_s,
+        standard_deadline_s=overload.standard_deadline_s,
+        sheddable_deadline_s=overload.sheddable_deadline_s,
+        standard_share=overload.standard_share,
+        sheddable_share=overload.sheddable_share,
+        shed_status=overload.shed_status,
     )
 
 
@@ -41,22 +41,22 @@ def gradient_settings(overload: OverloadConfig, capacity: int) -> GradientSettin
 
 def hedge_settings(overload: OverloadConfig | None = None) -> HedgeSettings:
     """Hedging settings from `overload.hedging`."""
-    h = (overload or OverloadConfig()).hedging
+    hedging = (overload or OverloadConfig()).hedging
     return HedgeSettings(
-        enabled=h.enabled,
-        percentile=h.percentile,
-        budget_fraction=h.budget_percent / 100.0,
-        min_samples=h.min_samples,
-        min_delay_s=h.min_delay_s,
+        enabled=hedging.enabled,
+        percentile=hedging.percentile,
+        budget_fraction=hedging.budget_percent / 100.0,
+        min_samples=hedging.min_samples,
+        min_delay_s=hedging.min_delay_s,
     )
 
 
 def retry_budget(routing: RoutingConfig | None = None) -> RetryBudget:
     """A fresh retry budget from the `routing:` section."""
-    r = routing or RoutingConfig()
+    routing = routing or RoutingConfig()
     return RetryBudget(
-        ratio=r.retry_budget_ratio,
-        min_retries=r.retry_budget_min,
-        window_s=r.retry_budget_window_s,
-        max_attempts=r.max_attempts,
+        ratio=routing.retry_budget_ratio,
+        min_retries=routing.retry_budget_min,
+        window_s=routing.retry_budget_window_s,
+        max_attempts=routing.max_attempts,
     )

@@ -33,46 +33,46 @@ def build_fleet(
 
     if (plan is None) == (config is None):
         raise ConfigError("give exactly one of --plan PLAN.yaml or --config FLEET.yaml")
-    wl = load_workload(workload) if workload is not None else None
+    demand = load_workload(workload) if workload is not None else None
     if plan is not None:
         from skyfleet.planner.plan import Plan
 
-        fleet = fleet_from_plan(Plan.load(plan), wl)
+        fleet = fleet_from_plan(Plan.load(plan), demand)
     else:
         from skyfleet.config import load_config
 
-        if wl is None:
+        if demand is None:
             raise ConfigError(
                 "--config needs --workload W.yaml (the models' sizes, SLOs and demand)"
             )
-        fleet = fleet_from_config(load_config(config), wl)  # type: ignore[arg-type]
+        fleet = fleet_from_config(load_config(config), demand)  # type: ignore[arg-type]
     if trace is not None:
-        tr = trace if isinstance(trace, Trace) else load_trace(trace)
+        replayed = trace if isinstance(trace, Trace) else load_trace(trace)
         name = trace_model or (next(iter(fleet.models)) if len(fleet.models) == 1 else None)
         if name is None or name not in fleet.models:
             raise ConfigError(
                 f"the fleet serves {', '.join(sorted(fleet.models))}; say which one the trace is "
                 "for with --trace-model"
             )
-        m = fleet.models[name]
-        vol = daily_volume if daily_volume is not None else float(np.mean(m.demand_rps) * DAY)
-        i, o = tr.mean_sizes()
+        load = fleet.models[name]
+        volume = daily_volume if daily_volume is not None else float(np.mean(load.demand_rps) * DAY)
+        input_tokens, output_tokens = replayed.mean_sizes()
         fleet.models[name] = ModelLoad(
-            m.name,
-            m.spec,
-            m.demand_rps,
-            m.period_s,
-            [(i, o, 1.0)],
-            m.slo,
-            m.priority_mix,
-            trace=tr,
-            daily_volume=vol,
+            load.name,
+            load.spec,
+            load.demand_rps,
+            load.period_s,
+            [(input_tokens, output_tokens, 1.0)],
+            load.slo,
+            load.priority_mix,
+            trace=replayed,
+            daily_volume=volume,
         )
     elif daily_volume is not None:
-        total = sum(float(np.mean(m.demand_rps)) * DAY for m in fleet.models.values())
-        k = daily_volume / max(total, 1e-12)
-        for m in fleet.models.values():
-            m.demand_rps = m.demand_rps * k
+        total = sum(float(np.mean(load.demand_rps)) * DAY for load in fleet.models.values())
+        scale = daily_volume / max(total, 1e-12)
+        for load in fleet.models.values():
+            load.demand_rps = load.demand_rps * scale
     return fleet
 
 
@@ -90,14 +90,14 @@ def simulate(
 ) -> SimResult:
     """Check the scenario's names against the fleet, then run it on one engine."""
     scenario.check_against(fleet.providers, fleet.regions, set(fleet.models), scenario_path, lines)
-    tl = resolve(scenario, fleet, horizon)
+    timeline = resolve(scenario, fleet, horizon)
     if engine == "fluid":
         from skyfleet.sim.fluid import run_fluid
 
-        return run_fluid(fleet, scenario, tl, step=step, seed=seed, progress=progress)
+        return run_fluid(fleet, scenario, timeline, step=step, seed=seed, progress=progress)
     if engine == "des":
         from skyfleet.sim.des import RequestLevelSim
 
-        sim = RequestLevelSim(fleet, scenario, tl, step=step, seed=seed, progress=progress)
+        sim = RequestLevelSim(fleet, scenario, timeline, step=step, seed=seed, progress=progress)
         return sim.run()
     raise ConfigError(f"unknown engine {engine!r}; expected fluid or des")

@@ -31,29 +31,34 @@ class GroupView:
 
 def decide(needed_rps: float, groups: list[GroupView]) -> dict[int, int]:
     """Replica deltas per group index: > 0 to provision, < 0 to release (added ones only)."""
-    have = sum((g.up_replicas + g.pending) * g.capacity_rps for g in groups)
+    have = sum((group.up_replicas + group.pending) * group.capacity_rps for group in groups)
     out: dict[int, int] = {}
     if have < needed_rps:
         short = needed_rps - have
-        for g in sorted(groups, key=lambda g: (g.price / max(g.capacity_rps, 1e-9), g.index)):
-            if not g.usable or g.capacity_rps <= 0:
+        for group in sorted(groups, key=lambda view: (_price_per_rps(view), view.index)):
+            if not group.usable or group.capacity_rps <= 0:
                 continue
-            room = g.limit - (g.planned + g.extras)
+            room = group.limit - (group.planned + group.extras)
             if room <= 0:
                 continue
-            add = min(room, math.ceil(short / g.capacity_rps))
+            add = min(room, math.ceil(short / group.capacity_rps))
             if add > 0:
-                out[g.index] = add
-                short -= add * g.capacity_rps
+                out[group.index] = add
+                short -= add * group.capacity_rps
             if short <= 0:
                 break
     elif have > 1.25 * needed_rps:
         spare = have - needed_rps
-        for g in sorted(groups, key=lambda g: (-g.price / max(g.capacity_rps, 1e-9), g.index)):
-            if g.extras <= 0 or g.capacity_rps <= 0:
+        for group in sorted(groups, key=lambda view: (-_price_per_rps(view), view.index)):
+            if group.extras <= 0 or group.capacity_rps <= 0:
                 continue
-            drop = min(g.extras, int(spare // g.capacity_rps))
+            drop = min(group.extras, int(spare // group.capacity_rps))
             if drop > 0:
-                out[g.index] = -drop
-                spare -= drop * g.capacity_rps
+                out[group.index] = -drop
+                spare -= drop * group.capacity_rps
     return out
+
+
+def _price_per_rps(group: GroupView) -> float:
+    """What one req/s of the group's capacity costs (per replica-hour)."""
+    return group.price / max(group.capacity_rps, 1e-9)

@@ -63,65 +63,69 @@ def register(app: typer.Typer) -> None:
             raise ConfigError("give --value-per-request or --value-per-minute, not both")
         if workload is None and trace is None and config is not None:
             raise ConfigError("--config needs --workload (and optionally --trace)")
-        tr = sample_trace_path() if trace is not None and str(trace) == "sample" else trace
+        trace_path = sample_trace_path() if trace is not None and str(trace) == "sample" else trace
         fleet = build_fleet(
             plan=plan,
             config=config,
             workload=workload,
-            trace=tr,
+            trace=trace_path,
             daily_volume=daily_volume,
             trace_model=trace_model,
         )
         if scenario is not None:
-            sc, lines = load_scenario(scenario)
+            incidents, lines = load_scenario(scenario)
         else:
-            sc, lines = Scenario(name="no incidents"), {}
+            incidents, lines = Scenario(name="no incidents"), {}
         horizon = hours * 3600.0 if hours else None
         err = make_console(stderr=True)
-        t0 = time.perf_counter()
-        with Progress(console=err, transient=True, disable=json_out) as prog:
-            task = prog.add_task(f"simulating ({engine})", total=1.0)
-            res = simulate(
+        started = time.perf_counter()
+        with Progress(console=err, transient=True, disable=json_out) as bar:
+            task = bar.add_task(f"simulating ({engine})", total=1.0)
+            result = simulate(
                 fleet,
-                sc,
+                incidents,
                 cast(EngineName, engine),
                 step=step,
                 horizon=horizon,
                 seed=seed,
-                progress=lambda f: prog.update(task, completed=f),
+                progress=lambda done: bar.update(task, completed=done),
                 scenario_path=scenario or "scenario",
                 lines=lines,
             )
-            prog.update(task, completed=1.0)
-            imp = None
+            bar.update(task, completed=1.0)
+            table = None
             if impact:
-                itask = prog.add_task("business impact per provider (fluid)", total=None)
+                impact_task = bar.add_task("business impact per provider (fluid)", total=None)
 
-                def fluid(f, s, t):  # type: ignore[no-untyped-def]
-                    return run_fluid(f, s, t, step=step)
+                def fluid(variant, what_if, timeline):  # type: ignore[no-untyped-def]
+                    return run_fluid(variant, what_if, timeline, step=step)
 
-                horizon_sc = sc.model_copy(update={"horizon": horizon or sc.horizon})
-                imp = business_impact(
+                over_horizon = incidents.model_copy(
+                    update={"horizon": horizon or incidents.horizon}
+                )
+                table = business_impact(
                     fleet,
-                    horizon_sc,
+                    over_horizon,
                     fluid,
                     Value(value_per_request, value_per_minute),
-                    progress=lambda p: prog.update(itask, description=f"impact: {p} fails"),
+                    progress=lambda provider: bar.update(
+                        impact_task, description=f"impact: {provider} fails"
+                    ),
                 )
         meta = {
-            "scenario": sc.name,
-            "description": sc.description,
-            "source": sc.source,
+            "scenario": incidents.name,
+            "description": incidents.description,
+            "source": incidents.source,
             "fleet": f"{fleet.source}: {len(fleet.groups)} groups, providers "
             f"{', '.join(sorted(fleet.providers))}",
             "engine": engine,
-            "elapsed_s": time.perf_counter() - t0,
+            "elapsed_s": time.perf_counter() - started,
         }
         if json_out:
-            print(json.dumps(document(res, meta, imp), default=str))
+            print(json.dumps(document(result, meta, table), default=str))
         else:
-            print_summary(res, meta, imp)
+            print_summary(result, meta, table)
         if html is not None:
-            p = write_html(res, meta, imp, html)
+            written = write_html(result, meta, table, html)
             if not json_out:
-                make_console().print(f"wrote {p}")
+                make_console().print(f"wrote {written}")

@@ -61,42 +61,50 @@ class Replica:
         return len(self.reqs)
 
 
-def _arrivals(fleet: Fleet, tl: Timeline, step: float, rng: np.random.Generator) -> Requests:
+def _arrivals(fleet: Fleet, timeline: Timeline, step: float, rng: np.random.Generator) -> Requests:
     """All arrivals of the run, sorted: time, model index, tokens, priority."""
-    edges = np.arange(math.ceil(tl.horizon / step - 1e-9) + 1) * step
-    demand = _demand_steps(fleet, tl, edges, None)
+    edges = np.arange(math.ceil(timeline.horizon / step - 1e-9) + 1) * step
+    demand = _demand_steps(fleet, timeline, edges)
     times, models, inputs, outputs, priorities = [], [], [], [], []
     for index, (name, load) in enumerate(fleet.models.items()):
         scripted: np.ndarray | None = None
         if load.trace is not None:
-            t, source = replay_index(load.trace, load.daily_volume, tl.horizon, rng)
-            if tl.surges:  # thin or repeat by the surge multiplier
-                mult = np.array([tl.surge_at(name, float(x)) for x in t])
+            arrival_times, source = replay_index(
+                load.trace, load.daily_volume, timeline.horizon, rng
+            )
+            if timeline.surges:  # thin or repeat by the surge multiplier
+                mult = np.array([timeline.surge_at(name, float(when)) for when in arrival_times])
                 repeats = np.floor(mult).astype(np.int64) + (
-                    rng.random(len(t)) < mult - np.floor(mult)
+                    rng.random(len(arrival_times)) < mult - np.floor(mult)
                 )
-                t, source = np.repeat(t, repeats), np.repeat(source, repeats)
-            inp, out = load.trace.input_tokens[source], load.trace.output_tokens[source]
+                arrival_times, source = (
+                    np.repeat(arrival_times, repeats),
+                    np.repeat(source, repeats),
+                )
+            input_tokens, output_tokens = (
+                load.trace.input_tokens[source],
+                load.trace.output_tokens[source],
+            )
             if load.trace.priorities is not None:  # a scripted load names each class
                 scripted = np.asarray(load.trace.priorities, dtype=np.int64)[source]
         else:
             counts = rng.poisson(demand[name] * step)
-            t = np.repeat(edges[:-1], counts) + rng.random(counts.sum()) * step
-            shares = np.array([f for _, _, f in load.sizes])
-            bucket = rng.choice(len(load.sizes), size=len(t), p=shares / shares.sum())
-            inp = np.array([size[0] for size in load.sizes])[bucket]
-            out = np.array([size[1] for size in load.sizes])[bucket]
+            arrival_times = np.repeat(edges[:-1], counts) + rng.random(counts.sum()) * step
+            shares = np.array([fraction for _, _, fraction in load.sizes])
+            bucket = rng.choice(len(load.sizes), size=len(arrival_times), p=shares / shares.sum())
+            input_tokens = np.array([size[0] for size in load.sizes])[bucket]
+            output_tokens = np.array([size[1] for size in load.sizes])[bucket]
         mix = np.asarray(load.priority_mix, dtype=float)
-        times.append(t)
-        models.append(np.full(len(t), index))
-        inputs.append(np.maximum(np.round(inp), 1))
-        outputs.append(np.maximum(np.round(out), 1))
-        drawn = rng.choice(3, size=len(t), p=mix / mix.sum())
+        times.append(arrival_times)
+        models.append(np.full(len(arrival_times), index))
+        inputs.append(np.maximum(np.round(input_tokens), 1))
+        outputs.append(np.maximum(np.round(output_tokens), 1))
+        drawn = rng.choice(3, size=len(arrival_times), p=mix / mix.sum())
         priorities.append(drawn if scripted is None else scripted)
-    t = np.concatenate(times)
-    order = np.argsort(t, kind="stable")
+    arrival_times = np.concatenate(times)
+    order = np.argsort(arrival_times, kind="stable")
     return Requests(
-        t[order],
+        arrival_times[order],
         np.concatenate(models)[order].astype(np.int64),
         np.concatenate(inputs)[order].astype(np.int64),
         np.concatenate(outputs)[order].astype(np.int64),
@@ -136,17 +144,17 @@ class RequestLevelSim:
     ) -> None:
         self.fleet, self.scenario, self.timeline = fleet, scenario, timeline
         self.progress = progress
-        self.dt = float(step or scenario.step)
+        self.step_s = float(step or scenario.step)
         self.horizon = timeline.horizon
-        self.steps = math.ceil(self.horizon / self.dt - 1e-9)
+        self.steps = math.ceil(self.horizon / self.step_s - 1e-9)
         self.rng = np.random.default_rng(seed)
-        self.requests = _arrivals(fleet, timeline, self.dt, self.rng)
-        n = len(self.requests)
-        if max_requests < n:
+        self.requests = _arrivals(fleet, timeline, self.step_s, self.rng)
+        count = len(self.requests)
+        if max_requests < count:
             from skyfleet.errors import SkyfleetError
 
             raise SkyfleetError(
-                f"the request-level engine would simulate {n:,} requests (limit "
+                f"the request-level engine would simulate {count:,} requests (limit "
                 f"{max_requests:,}); use --engine fluid for this volume or a shorter horizon"
             )
         self.gateway = SimGateway(
@@ -162,15 +170,15 @@ class RequestLevelSim:
         self.route_rps = np.array(
             [
                 rate_at_concurrency(
-                    g.profile,
-                    g.concurrency,
-                    fleet.models[g.model].mean_sizes,
-                    fleet.models[g.model].slo.percentile,
+                    group.profile,
+                    group.concurrency,
+                    fleet.models[group.model].mean_sizes,
+                    fleet.models[group.model].slo.percentile,
                 )
-                for g in groups
+                for group in groups
             ]
         )
-        self.prices = np.array([g.price_per_replica_hour for g in groups])
+        self.prices = np.array([group.price_per_replica_hour for group in groups])
         self.reps: list[list[Replica]] = [[] for _ in groups]
         self.extras = [0] * len(groups)  # replicas the autoscaler added
         self.pending = [0] * len(groups)  # replicas the autoscaler asked for, not yet up
@@ -197,38 +205,43 @@ class RequestLevelSim:
 
     def place(self, group: int, request: int, now: float) -> None:
         replica = min(
-            (r for r in self.reps[group] if r.up and not r.draining), key=lambda x: x.in_flight
+            (
+                candidate
+                for candidate in self.reps[group]
+                if candidate.up and not candidate.draining
+            ),
+            key=lambda candidate: candidate.in_flight,
         )
-        inp = int(self.requests.input_tokens[request])
-        out = int(self.requests.output_tokens[request])
-        cap = replica.engine.max_sequence_tokens
-        if inp + out > cap:
-            inp = max(1, min(inp, cap - 1))
-            out = max(1, cap - inp)
-        seq = replica.engine.add(inp, out)
+        input_tokens = int(self.requests.input_tokens[request])
+        output_tokens = int(self.requests.output_tokens[request])
+        limit = replica.engine.max_sequence_tokens
+        if input_tokens + output_tokens > limit:
+            input_tokens = max(1, min(input_tokens, limit - 1))
+            output_tokens = max(1, limit - input_tokens)
+        seq = replica.engine.add(input_tokens, output_tokens)
         replica.reqs[seq.seq_id] = request
         self.start_step(replica, now)
 
-    def schedule_probe(self, group: int, at: float) -> None:
-        self.push(at, Event.PROBE, (group, at))
+    def schedule_probe(self, group: int, due: float) -> None:
+        self.push(due, Event.PROBE, (group, due))
 
-    def schedule_expiry(self, model: int, at: float) -> None:
-        self.push(at, Event.EXPIRE, model)
+    def schedule_expiry(self, model: int, due: float) -> None:
+        self.push(due, Event.EXPIRE, model)
 
     # ---- events -------------------------------------------------------------------------
-    def push(self, t: float, kind: Event, data: object) -> None:
+    def push(self, when: float, kind: Event, data: object) -> None:
         self._seq += 1
-        heapq.heappush(self.heap, (t, self._seq, kind, data))
+        heapq.heappush(self.heap, (when, self._seq, kind, data))
 
     def run(self) -> SimResult:
         """Arrivals and events in time order until both run out (or an hour past the end)."""
-        t_wall = time.perf_counter()
+        wall_start = time.perf_counter()
         self._schedule_initial()
         reqs, gateway = self.requests, self.gateway
-        n = len(reqs)
+        count = len(reqs)
         end_time = self.horizon + 3600.0
         while True:
-            next_arrival = reqs.time[self.next_arrival] if self.next_arrival < n else math.inf
+            next_arrival = reqs.time[self.next_arrival] if self.next_arrival < count else math.inf
             next_event = self.heap[0][0] if self.heap else math.inf
             if next_arrival == math.inf and next_event == math.inf:
                 break
@@ -244,7 +257,7 @@ class RequestLevelSim:
             gateway.flush_retries(now)
         # anything still pending at the cut-off failed: the gateway's timeout ended it
         reqs.outcome[reqs.outcome == PENDING] = OUTCOME_CODE[Outcome.UPSTREAM_TIMEOUT]
-        return _collect(self, time.perf_counter() - t_wall)
+        return _collect(self, time.perf_counter() - wall_start)
 
     def _schedule_initial(self) -> None:
         for group in range(len(self.fleet.groups)):
@@ -257,8 +270,8 @@ class RequestLevelSim:
             self.push(period * self.fleet.period_s, Event.PERIOD, None)
         if self.scenario.autoscaling.enabled:
             self.push(0.0, Event.SCALE, None)
-        for i in range(self.steps):
-            self.push(i * self.dt, Event.TICK, i)
+        for tick in range(self.steps):
+            self.push(tick * self.step_s, Event.TICK, tick)
 
     def _on_step(self, now: float, data: tuple[Replica, int]) -> None:
         replica, version = data
@@ -302,9 +315,9 @@ class RequestLevelSim:
             gateway.drain_queue(model, now)
 
     def _on_ready(self, now: float, data: tuple[int, int]) -> None:
-        group, n = data
-        self.pending[group] -= n
-        self.extras[group] += n
+        group, count = data
+        self.pending[group] -= count
+        self.extras[group] += count
         self.reconcile(group, now)
         self.gateway.drain_queue(self.gateway.model_of_group[group], now)
 
@@ -322,7 +335,7 @@ class RequestLevelSim:
             need /= scaling.target_utilisation
             views = []
             for group in gateway.groups_of_model[model]:
-                ups = sum(1 for r in self.reps[group] if r.up and not r.draining)
+                ups = sum(1 for replica in self.reps[group] if replica.up and not replica.draining)
                 views.append(
                     autoscale.GroupView(
                         group,
@@ -346,39 +359,42 @@ class RequestLevelSim:
         if now + scaling.interval < self.horizon:
             self.push(now + scaling.interval, Event.SCALE, None)
 
-    def _on_tick(self, now: float, i: int) -> None:
+    def _on_tick(self, now: float, tick: int) -> None:
         groups = range(len(self.fleet.groups))
-        replicas = np.array([sum(1 for r in self.reps[g] if not r.draining) for g in groups])
-        self.cost[i] = float((replicas * self.prices).sum() * self.dt / 3600.0)
-        self.capacity[i] = float(
+        replicas = np.array(
+            [sum(1 for replica in self.reps[group] if not replica.draining) for group in groups]
+        )
+        self.cost[tick] = float((replicas * self.prices).sum() * self.step_s / 3600.0)
+        self.capacity[tick] = float(
             sum(
-                self.route_rps[g] * sum(1 for r in self.reps[g] if r.up and not r.draining)
-                for g in groups
+                self.route_rps[group]
+                * sum(1 for replica in self.reps[group] if replica.up and not replica.draining)
+                for group in groups
             )
         )
         for queue in self.gateway.queues:
-            for p in range(3):
-                self.queue_length[i, p] += queue.count(Priority(p))
-        if self.progress is not None and i % 16 == 0:
-            self.progress(i / self.steps)
+            for priority in range(3):
+                self.queue_length[tick, priority] += queue.count(Priority(priority))
+        if self.progress is not None and tick % 16 == 0:
+            self.progress(tick / self.steps)
 
     # ---- replicas -----------------------------------------------------------------------
-    def planned(self, group: int, t: float) -> int:
-        return self.fleet.groups[group].replicas_at(int(t // self.fleet.period_s))
+    def planned(self, group: int, now: float) -> int:
+        return self.fleet.groups[group].replicas_at(int(now // self.fleet.period_s))
 
-    def _down_fraction(self, group: int, t: float) -> float:
-        up = 1.0
+    def _down_fraction(self, group: int, now: float) -> float:
+        up_share = 1.0
         for down in self.timeline.downs:
-            if down.group == group and down.start <= t < down.end:
-                up *= 1.0 - down.fraction
-        return 1.0 - up
+            if down.group == group and down.start <= now < down.end:
+                up_share *= 1.0 - down.fraction
+        return 1.0 - up_share
 
-    def _kills(self, group: int, t: float) -> bool:
+    def _kills(self, group: int, now: float) -> bool:
         """Whether replicas of `group` going down at `t` lose their running requests."""
         return any(
-            d.fails_in_flight
-            for d in self.timeline.downs
-            if d.group == group and d.start <= t < d.end
+            down.fails_in_flight
+            for down in self.timeline.downs
+            if down.group == group and down.start <= now < down.end
         )
 
     def start_step(self, replica: Replica, now: float) -> None:
@@ -397,8 +413,8 @@ class RequestLevelSim:
         group has no other replica up, each is a failed attempt for the gateway's outlier
         detection (a partly lost group stands for endpoints that are still up)."""
         gateway, reqs = self.gateway, self.requests
-        siblings = (x for x in self.reps[replica.group] if x is not replica)
-        whole = not any(x.up and not x.draining for x in siblings)
+        siblings = (other for other in self.reps[replica.group] if other is not replica)
+        whole = not any(sibling.up and not sibling.draining for sibling in siblings)
         for request in list(replica.reqs.values()):
             if not math.isnan(reqs.first_token[request]):
                 gateway.finish(request, Outcome.MID_STREAM, now)
@@ -416,14 +432,14 @@ class RequestLevelSim:
         outages say now."""
         profile = self.fleet.groups[group].profile
         reps = self.reps[group]
-        active = [r for r in reps if not r.draining]
+        active = [replica for replica in reps if not replica.draining]
         target = self.planned(group, now) + self.extras[group]
         while len(active) < target:
             replica = Replica(group, Engine(profile))
             reps.append(replica)
             active.append(replica)
         while len(active) > target:
-            replica = min(active, key=lambda x: (x.up, x.in_flight))
+            replica = min(active, key=lambda candidate: (candidate.up, candidate.in_flight))
             active.remove(replica)
             replica.draining = True
             if not replica.up or replica.in_flight == 0:
@@ -431,8 +447,8 @@ class RequestLevelSim:
                     self.lose(replica, now)
                 reps.remove(replica)
         want_down = round(self._down_fraction(group, now) * len(active))
-        downs = [r for r in active if not r.up]
-        ups = [r for r in active if r.up]
+        downs = [replica for replica in active if not replica.up]
+        ups = [replica for replica in active if replica.up]
         while len(downs) < want_down and ups:
             replica = ups.pop(0)
             if replica.in_flight and not self._kills(group, now):
@@ -453,31 +469,31 @@ class RequestLevelSim:
 
 def _collect(sim: RequestLevelSim, wall: float) -> SimResult:
     """Per-step results from the requests' outcomes."""
-    fleet, reqs, dt, T = sim.fleet, sim.requests, sim.dt, sim.steps
+    fleet, reqs, step_s, steps = sim.fleet, sim.requests, sim.step_s, sim.steps
     served_group = reqs.served_group
     models = list(fleet.models)
-    step_i = np.minimum((reqs.time // dt).astype(np.int64), T - 1)
+    step_i = np.minimum((reqs.time // step_s).astype(np.int64), steps - 1)
     ttft = reqs.first_token - reqs.time
     out = reqs.output_tokens
     tpot = np.where(out > 1, (reqs.finished - reqs.first_token) / np.maximum(out - 1, 1), 0.0)
-    ttft_slo = np.array([fleet.models[m].slo.ttft_s for m in models])[reqs.model]
-    tpot_slo = np.array([fleet.models[m].slo.tpot_s for m in models])[reqs.model]
+    ttft_slo = np.array([fleet.models[model].slo.ttft_s for model in models])[reqs.model]
+    tpot_slo = np.array([fleet.models[model].slo.tpot_s for model in models])[reqs.model]
     served = reqs.outcome == OUTCOME_CODE[Outcome.OK]
     # TPOT's SLO is on the mean: judged per endpoint group and step, like the fluid engine
     n_groups = max(len(fleet.groups), 1)
     cell = step_i * n_groups + np.maximum(served_group, 0)
-    sums = np.bincount(cell[served], weights=tpot[served], minlength=T * n_groups)
-    cnts = np.bincount(cell[served], minlength=T * n_groups)
-    mean_tpot = np.where(cnts > 0, sums / np.maximum(cnts, 1), 0.0)[cell]
-    ok = served & (ttft <= ttft_slo + 1e-12) & (mean_tpot <= tpot_slo * TPOT_TOLERANCE)
+    sums = np.bincount(cell[served], weights=tpot[served], minlength=steps * n_groups)
+    group_counts = np.bincount(cell[served], minlength=steps * n_groups)
+    mean_tpot = np.where(group_counts > 0, sums / np.maximum(group_counts, 1), 0.0)[cell]
+    within_slo = served & (ttft <= ttft_slo + 1e-12) & (mean_tpot <= tpot_slo * TPOT_TOLERANCE)
 
     def binned(mask: np.ndarray) -> np.ndarray:
-        counts = np.zeros((T, 3))
+        counts = np.zeros((steps, 3))
         np.add.at(counts, (step_i[mask], reqs.priority[mask]), 1.0)
         return counts
 
     by_provider: dict[str, np.ndarray] = {
-        p: np.zeros(T) for p in sorted({g.provider for g in fleet.groups})
+        provider: np.zeros(steps) for provider in sorted({group.provider for group in fleet.groups})
     }
     for index, group in enumerate(fleet.groups):
         mask = served & (served_group == index)
@@ -485,13 +501,13 @@ def _collect(sim: RequestLevelSim, wall: float) -> SimResult:
     hist, _ = np.histogram(ttft[served], bins=TTFT_EDGES)
     return SimResult(
         engine="des",
-        step_s=dt,
+        step_s=step_s,
         slo_target=sim.scenario.slo_target,
         arrivals=binned(np.ones(len(reqs), dtype=bool)),
         served=binned(served),
-        served_ok=binned(ok),
-        shed=binned(reqs.codes(lambda o: o.shed)),
-        failed=binned(reqs.codes(lambda o: not (o.ok or o.shed))),
+        served_ok=binned(within_slo),
+        shed=binned(reqs.codes(lambda outcome: outcome.shed)),
+        failed=binned(reqs.codes(lambda outcome: not (outcome.ok or outcome.shed))),
         queue=sim.queue_length,
         capacity_rps=sim.capacity,
         cost=sim.cost,

@@ -49,9 +49,9 @@ class ModelLoad:
 
     @property
     def mean_sizes(self) -> RequestSizes:
-        i = sum(f * a for a, _, f in self.sizes)
-        o = sum(f * b for _, b, f in self.sizes)
-        return RequestSizes(i, o)
+        inputs = sum(fraction * tokens for tokens, _, fraction in self.sizes)
+        outputs = sum(fraction * tokens for _, tokens, fraction in self.sizes)
+        return RequestSizes(inputs, outputs)
 
 
 @dataclass
@@ -91,56 +91,61 @@ class Fleet:
 
     @property
     def providers(self) -> set[str]:
-        return {g.provider for g in self.groups if g.replicas.max() > 0}
+        return {group.provider for group in self.groups if group.replicas.max() > 0}
 
     @property
     def regions(self) -> set[tuple[str, str]]:
-        return {(g.provider, g.region) for g in self.groups}
+        return {(group.provider, group.region) for group in self.groups}
 
     @property
     def horizon_s(self) -> float:
-        return self.period_s * max(len(m.demand_rps) for m in self.models.values())
+        return self.period_s * max(len(load.demand_rps) for load in self.models.values())
 
     def capacity_by_provider(self, period: int = 0) -> dict[str, float]:
         out: dict[str, float] = {}
-        for g in self.groups:
-            out[g.provider] = out.get(g.provider, 0.0) + g.replicas_at(period) * g.capacity_rps
+        for group in self.groups:
+            capacity = group.replicas_at(period) * group.capacity_rps
+            out[group.provider] = out.get(group.provider, 0.0) + capacity
         return out
 
     def largest_provider(self) -> str:
         caps: dict[str, float] = {}
-        for g in self.groups:
-            caps[g.provider] = caps.get(g.provider, 0.0) + float(g.replicas.mean()) * g.capacity_rps
-        return max(sorted(caps), key=lambda p: caps[p])
+        for group in self.groups:
+            capacity = float(group.replicas.mean()) * group.capacity_rps
+            caps[group.provider] = caps.get(group.provider, 0.0) + capacity
+        return max(sorted(caps), key=lambda provider: caps[provider])
 
     def largest_region(self, provider: str | None = None) -> tuple[str, str]:
         caps: dict[tuple[str, str], float] = {}
-        for g in self.groups:
-            if provider and g.provider != provider:
+        for group in self.groups:
+            if provider and group.provider != provider:
                 continue
-            k = (g.provider, g.region)
-            caps[k] = caps.get(k, 0.0) + float(g.replicas.mean()) * g.capacity_rps
-        return max(sorted(caps), key=lambda k: caps[k])
+            key = (group.provider, group.region)
+            caps[key] = caps.get(key, 0.0) + float(group.replicas.mean()) * group.capacity_rps
+        return max(sorted(caps), key=lambda key: caps[key])
 
     def without_spare(self, headroom: float = 0.8) -> Fleet:
         """The same fleet with its N-1 spare removed: per model and period, the fewest
         replicas (dropping the dearest capacity first) whose capacity at the SLO carries the
         demand at `headroom` utilisation."""
-        groups = [replace(g, replicas=g.replicas.copy()) for g in self.groups]
-        for name, m in self.models.items():
-            mine = [g for g in groups if g.model == name]
+        groups = [replace(group, replicas=group.replicas.copy()) for group in self.groups]
+        for name, load in self.models.items():
+            mine = [group for group in groups if group.model == name]
             order = sorted(
-                mine, key=lambda g: -g.price_per_replica_hour / max(g.capacity_rps, 1e-9)
+                mine,
+                key=lambda group: -group.price_per_replica_hour / max(group.capacity_rps, 1e-9),
             )
-            for t, dem in enumerate(m.demand_rps):
-                need = dem / headroom
-                cap = sum(g.replicas_at(t) * g.capacity_rps for g in mine)
-                for g in order:
-                    if t >= len(g.replicas):
+            for period, demand in enumerate(load.demand_rps):
+                need = demand / headroom
+                capacity = sum(group.replicas_at(period) * group.capacity_rps for group in mine)
+                for group in order:
+                    if period >= len(group.replicas):
                         continue
-                    while g.replicas[t] > 0 and cap - g.capacity_rps >= need - 1e-9:
-                        g.replicas[t] -= 1
-                        cap -= g.capacity_rps
+                    while (
+                        group.replicas[period] > 0 and capacity - group.capacity_rps >= need - 1e-9
+                    ):
+                        group.replicas[period] -= 1
+                        capacity -= group.capacity_rps
         return Fleet(
             groups,
             self.models,
@@ -155,10 +160,10 @@ class Fleet:
 
 def concurrency_at(profile: Profile, rate: float, sizes: RequestSizes, pct: float) -> int:
     """In-flight requests one replica holds at `rate` (Little's law on the perf model)."""
-    s = steady_state(profile, rate, sizes, pct)
+    state = steady_state(profile, rate, sizes, pct)
     return (
-        max(1, math.ceil(s.batch))
-        if s.stable
+        max(1, math.ceil(state.batch))
+        if state.stable
         else max(1, profile.max_concurrency(sizes.avg_context))
     )
 
@@ -178,17 +183,17 @@ def make_group(
 ) -> Group:
     """A group whose capacity comes from the perf model unless given."""
     sizes = model.mean_sizes
-    cap = (
+    rate = (
         capacity_rps
         if capacity_rps is not None
         else max_rate_at_slo(
             profile, sizes, model.slo.ttft_s, model.slo.tpot_s, model.slo.percentile
         )
     )
-    conc = (
+    in_flight = (
         concurrency
         if concurrency is not None
-        else concurrency_at(profile, cap, sizes, model.slo.percentile)
+        else concurrency_at(profile, rate, sizes, model.slo.percentile)
     )
     return Group(
         name,
@@ -200,8 +205,8 @@ def make_group(
         price,
         np.asarray(replicas, dtype=np.int64),
         profile,
-        cap,
-        conc,
+        rate,
+        in_flight,
         profile.accelerator,
     )
 
@@ -212,25 +217,36 @@ def loads_from_workload(workload: object) -> dict[str, ModelLoad]:
 
     assert isinstance(workload, Workload)
     out: dict[str, ModelLoad] = {}
-    for m in workload.models:
-        fr = m.bucket_fractions()
-        out[m.name] = ModelLoad(
-            name=m.name,
-            spec=m.model,
-            demand_rps=np.asarray(workload.demand(m.name), dtype=float),
+    for model in workload.models:
+        fractions = model.bucket_fractions()
+        buckets = zip(model.sizes, fractions, strict=True)
+        out[model.name] = ModelLoad(
+            name=model.name,
+            spec=model.model,
+            demand_rps=np.asarray(workload.demand(model.name), dtype=float),
             period_s=workload.period_hours * 3600.0,
-            sizes=[(b.input_tokens, b.output_tokens, f) for b, f in zip(m.sizes, fr, strict=True)],
-            slo=Slo(m.slo.ttft_ms / 1e3, m.slo.tpot_ms / 1e3, m.slo.percentile),
-            priority_mix=(m.priority.critical, m.priority.standard, m.priority.sheddable),
+            sizes=[(size.input_tokens, size.output_tokens, fraction) for size, fraction in buckets],
+            slo=Slo(model.slo.ttft_ms / 1e3, model.slo.tpot_ms / 1e3, model.slo.percentile),
+            priority_mix=(
+                model.priority.critical,
+                model.priority.standard,
+                model.priority.sheddable,
+            ),
         )
     return out
 
 
-def _profile_for(spec: str, accel: str, tp: int, measured: list[Profile]) -> Profile:
-    for p in measured:
-        if p.model == spec and p.accelerator == accel and p.tp == tp:
-            return p
-    return default_profile(spec, accel, tp)
+def _profile_for(
+    spec: str, accelerator: str, tensor_parallel: int, measured: list[Profile]
+) -> Profile:
+    for profile in measured:
+        if (
+            profile.model == spec
+            and profile.accelerator == accelerator
+            and profile.tp == tensor_parallel
+        ):
+            return profile
+    return default_profile(spec, accelerator, tensor_parallel)
 
 
 def fleet_from_plan(plan: object, workload: object | None = None) -> Fleet:
@@ -243,19 +259,19 @@ def fleet_from_plan(plan: object, workload: object | None = None) -> Fleet:
         loads = loads_from_workload(workload)
     else:
         loads = {}
-        for md in plan.models:
+        for model in plan.models:
             slo = Slo(
-                md.slo.get("ttft_ms", 1000.0) / 1e3,
-                md.slo.get("tpot_ms", 50.0) / 1e3,
-                md.slo.get("percentile", 0.99),
+                model.slo.get("ttft_ms", 1000.0) / 1e3,
+                model.slo.get("tpot_ms", 50.0) / 1e3,
+                model.slo.get("percentile", 0.99),
             )
-            tok = md.tokens_per_request
-            loads[md.name] = ModelLoad(
-                md.name,
-                md.model,
-                np.asarray(md.demand_rps, dtype=float),
+            tokens = model.tokens_per_request
+            loads[model.name] = ModelLoad(
+                model.name,
+                model.model,
+                np.asarray(model.demand_rps, dtype=float),
                 period_s,
-                [(tok * 0.75, max(tok * 0.25, 1.0), 1.0)],
+                [(tokens * 0.75, max(tokens * 0.25, 1.0), 1.0)],
                 slo,
             )
     measured: list[Profile] = []
@@ -263,32 +279,32 @@ def fleet_from_plan(plan: object, workload: object | None = None) -> Fleet:
         from skyfleet.workload import Workload
 
         assert isinstance(workload, Workload)
-        for m in workload.models:
-            measured += [Profile.load(p) for p in m.profiles]
+        for workload_model in workload.models:
+            measured += [Profile.load(path) for path in workload_model.profiles]
     groups: list[Group] = []
-    for e in plan.entries:
-        if e.model not in loads:
+    for entry in plan.entries:
+        if entry.model not in loads:
             raise ConfigError(
-                f"plan entry {e.key}: model {e.model!r} is not in the workload "
+                f"plan entry {entry.key}: model {entry.model!r} is not in the workload "
                 f"(it has {', '.join(sorted(loads))})"
             )
-        ml = loads[e.model]
-        spec = e.model_spec or ml.spec
-        prof = _profile_for(spec, e.accelerator, e.accelerators_per_replica, measured)
-        tier = {"on_demand": "spillover", "spot": "spillover"}.get(e.tier, "primary")
+        load = loads[entry.model]
+        spec = entry.model_spec or load.spec
+        profile = _profile_for(spec, entry.accelerator, entry.accelerators_per_replica, measured)
+        tier = {"on_demand": "spillover", "spot": "spillover"}.get(entry.tier, "primary")
         groups.append(
             make_group(
-                e.key,
-                ml,
-                e.provider,
-                e.region,
-                prof,
-                e.replicas,
-                e.price_per_replica_hour,
+                entry.key,
+                load,
+                entry.provider,
+                entry.region,
+                profile,
+                entry.replicas,
+                entry.price_per_replica_hour,
                 tier,
-                e.tier == "spot",
-                e.capacity_rps_per_replica or None,
-                e.concurrency_per_replica if e.concurrency_per_replica > 1 else None,
+                entry.tier == "spot",
+                entry.capacity_rps_per_replica or None,
+                entry.concurrency_per_replica if entry.concurrency_per_replica > 1 else None,
             )
         )
     return Fleet(groups, loads, period_s, "plan")
@@ -301,63 +317,69 @@ def fleet_from_config(config: object, workload: object) -> Fleet:
     assert isinstance(config, FleetConfig)
     loads = loads_from_workload(workload)
     by_endpoint: dict[str, str] = {}
-    for mc in config.models:
-        for n in mc.endpoints:
-            by_endpoint[n] = mc.name
+    for model in config.models:
+        for name in model.endpoints:
+            by_endpoint[name] = model.name
     groups: list[Group] = []
     notes: list[str] = []
-    for ep in config.endpoints:
-        public = by_endpoint.get(ep.name)
+    for endpoint in config.endpoints:
+        public = by_endpoint.get(endpoint.name)
         if public is None:
             continue
         if public not in loads:
             raise ConfigError(
-                f"config model {public!r} (endpoint {ep.name}) is not in the workload; "
+                f"config model {public!r} (endpoint {endpoint.name}) is not in the workload; "
                 f"the workload has: {', '.join(sorted(loads))}"
             )
-        ml = loads[public]
-        accel = ep.accelerator or "H100-SXM-80GB"
-        if not ep.accelerator:
-            notes.append(f"endpoint {ep.name}: no accelerator given, simulated as {accel}")
-        prof = None
-        for tp in (1, 2, 4, 8):
+        load = loads[public]
+        accelerator = endpoint.accelerator or "H100-SXM-80GB"
+        if not endpoint.accelerator:
+            notes.append(
+                f"endpoint {endpoint.name}: no accelerator given, simulated as {accelerator}"
+            )
+        profile = None
+        for tensor_parallel in (1, 2, 4, 8):
             try:
-                prof = default_profile(ml.spec, accel, tp)
+                profile = default_profile(load.spec, accelerator, tensor_parallel)
                 break
             except DoesNotFitError:
                 continue
-        if prof is None:
-            raise ConfigError(f"endpoint {ep.name}: {ml.spec} does not fit 8× {accel}")
-        price = ep.price.per_hour or 0.0
-        if ep.price.per_hour is None:
-            notes.append(f"endpoint {ep.name}: priced per token, simulated at $0/hour")
+        if profile is None:
+            raise ConfigError(
+                f"endpoint {endpoint.name}: {load.spec} does not fit 8× {accelerator}"
+            )
+        price = endpoint.price.per_hour or 0.0
+        if endpoint.price.per_hour is None:
+            notes.append(f"endpoint {endpoint.name}: priced per token, simulated at $0/hour")
         from skyfleet.sim.fluid import rate_at_concurrency
 
         at_slo = max_rate_at_slo(
-            prof, ml.mean_sizes, ml.slo.ttft_s, ml.slo.tpot_s, ml.slo.percentile
+            profile, load.mean_sizes, load.slo.ttft_s, load.slo.tpot_s, load.slo.percentile
         )
-        at_cap = rate_at_concurrency(prof, ep.capacity, ml.mean_sizes, ml.slo.percentile)
+        at_cap = rate_at_concurrency(
+            profile, endpoint.capacity, load.mean_sizes, load.slo.percentile
+        )
         groups.append(
             make_group(
-                ep.name,
-                ml,
-                ep.provider,
-                ep.region or "default",
-                prof,
-                [1] * len(ml.demand_rps),
+                endpoint.name,
+                load,
+                endpoint.provider,
+                endpoint.region or "default",
+                profile,
+                [1] * len(load.demand_rps),
                 price,
-                ep.tier,
+                endpoint.tier,
                 False,
                 min(at_slo, at_cap),
-                ep.capacity,
+                endpoint.capacity,
             )
         )
     if not groups:
         raise ConfigError("the config has no endpoint serving a model of the workload")
     period = next(iter(loads.values())).period_s
-    ov = config.overload
-    admission = admission_settings(ov)
-    if not ov.enabled:
+    overload = config.overload
+    admission = admission_settings(overload)
+    if not overload.enabled:
         notes.append(
             "overload control is off in the config; simulated with the gateway's default "
             "admission (bounded queue, deadlines, shares)"

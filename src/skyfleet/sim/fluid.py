@@ -55,21 +55,29 @@ _TABLES: dict[tuple[str, float, float, float, float], LatencyTable] = {}
 _RATES: dict[tuple[str, float, float, float, float], float] = {}
 
 
-def rate_at_concurrency(profile: Profile, conc: float, sizes: RequestSizes, pct: float) -> float:
-    """The request rate at which one replica holds `conc` requests in flight (bisection)."""
-    key = (profile.model_dump_json(), float(conc), sizes.input_tokens, sizes.output_tokens, pct)
+def rate_at_concurrency(
+    profile: Profile, concurrency: float, sizes: RequestSizes, pct: float
+) -> float:
+    """The request rate at which one replica holds `concurrency` requests in flight (bisection)."""
+    key = (
+        profile.model_dump_json(),
+        float(concurrency),
+        sizes.input_tokens,
+        sizes.output_tokens,
+        pct,
+    )
     if key in _RATES:
         return _RATES[key]
-    lo, hi = 0.0, 1.0 / max(profile.prefill_time(sizes.input_tokens), 1e-9)
+    low, high = 0.0, 1.0 / max(profile.prefill_time(sizes.input_tokens), 1e-9)
     for _ in range(40):
-        mid = (lo + hi) / 2
-        s = steady_state(profile, mid, sizes, pct)
-        if s.stable and s.batch <= conc:
-            lo = mid
+        mid = (low + high) / 2
+        state = steady_state(profile, mid, sizes, pct)
+        if state.stable and state.batch <= concurrency:
+            low = mid
         else:
-            hi = mid
-    _RATES[key] = lo
-    return lo
+            high = mid
+    _RATES[key] = low
+    return low
 
 
 def latency_table(profile: Profile, sizes: RequestSizes, r_max: float) -> LatencyTable:
@@ -81,48 +89,46 @@ def latency_table(profile: Profile, sizes: RequestSizes, r_max: float) -> Latenc
     quant = np.zeros((GRID, len(PCTS)))
     tpot = np.zeros(GRID)
     e2e = np.zeros(GRID)
-    tmean = np.zeros(GRID)
-    for i, r in enumerate(rates):
-        for j, pc in enumerate(_ASK):
-            s = steady_state(profile, float(r), sizes, float(pc))
-            if not s.stable:  # just past the edge: keep the last stable row
-                quant[i] = quant[i - 1] if i else np.inf
+    ttft_mean = np.zeros(GRID)
+    for row, rate in enumerate(rates):
+        for column, level in enumerate(_ASK):
+            state = steady_state(profile, float(rate), sizes, float(level))
+            if not state.stable:  # just past the edge: keep the last stable row
+                quant[row] = quant[row - 1] if row else np.inf
                 break
-            quant[i, j] = s.ttft_p
+            quant[row, column] = state.ttft_p
         else:
-            tpot[i], e2e[i], tmean[i] = s.tpot_mean, s.e2e_mean, s.ttft_mean
-            quant[i] = np.maximum.accumulate(quant[i])
+            tpot[row], e2e[row], ttft_mean[row] = state.tpot_mean, state.e2e_mean, state.ttft_mean
+            quant[row] = np.maximum.accumulate(quant[row])
             continue
-        tpot[i], e2e[i], tmean[i] = tpot[i - 1], e2e[i - 1], tmean[i - 1]
-    t = LatencyTable(float(max(r_max, 1e-9)), quant, tpot, e2e, tmean)
-    _TABLES[key] = t
-    return t
+        tpot[row], e2e[row], ttft_mean[row] = tpot[row - 1], e2e[row - 1], ttft_mean[row - 1]
+    table = LatencyTable(float(max(r_max, 1e-9)), quant, tpot, e2e, ttft_mean)
+    _TABLES[key] = table
+    return table
 
 
 def ttft_cdf(x: np.ndarray, quant: np.ndarray) -> np.ndarray:
     """P(TTFT ≤ x) per row of tabulated quantiles (linear between the tabulated points)."""
-    lo, hi = quant[..., :-1], quant[..., 1:]
-    part = np.clip((x[..., None] - lo) / np.maximum(hi - lo, 1e-12), 0.0, 1.0)
+    lower, upper = quant[..., :-1], quant[..., 1:]
+    part = np.clip((x[..., None] - lower) / np.maximum(upper - lower, 1e-12), 0.0, 1.0)
     return np.asarray((part * np.diff(PCTS)).sum(axis=-1))
 
 
-def _lerp(tab: np.ndarray, ix: np.ndarray, i0: np.ndarray, w: np.ndarray) -> np.ndarray:
-    """Row `ix` of a [groups, GRID] table at fractional grid positions `i0 + w`."""
-    return np.asarray(tab[ix, i0] * (1 - w) + tab[ix, i0 + 1] * w)
+def _lerp(table: np.ndarray, rows: np.ndarray, cell: np.ndarray, weight: np.ndarray) -> np.ndarray:
+    """Rows `rows` of a [groups, GRID] table at fractional grid positions `cell + weight`."""
+    return np.asarray(table[rows, cell] * (1 - weight) + table[rows, cell + 1] * weight)
 
 
-def _demand_steps(
-    fleet: Fleet, tl: Timeline, edges: np.ndarray, daily: float | None
-) -> dict[str, np.ndarray]:
+def _demand_steps(fleet: Fleet, timeline: Timeline, edges: np.ndarray) -> dict[str, np.ndarray]:
     out: dict[str, np.ndarray] = {}
     mid = (edges[:-1] + edges[1:]) / 2
-    for name, m in fleet.models.items():
-        if m.trace is not None:
-            base = m.trace.rate_series(edges[1] - edges[0], edges[-1], m.daily_volume)
+    for name, load in fleet.models.items():
+        if load.trace is not None:
+            base = load.trace.rate_series(edges[1] - edges[0], edges[-1], load.daily_volume)
         else:
-            idx = (mid // m.period_s).astype(np.int64) % len(m.demand_rps)  # repeats
-            base = m.demand_rps[idx].astype(float)
-        out[name] = base * tl.surge_factor(name, edges)
+            period = (mid // load.period_s).astype(np.int64) % len(load.demand_rps)  # repeats
+            base = load.demand_rps[period].astype(float)
+        out[name] = base * timeline.surge_factor(name, edges)
     return out
 
 
@@ -137,226 +143,262 @@ def run_fluid(
     progress: Callable[[float], None] | None = None,
 ) -> SimResult:
     """Simulate the fleet through the timeline at rate level; see the module docstring."""
-    t_wall = time.perf_counter()
-    adm = admission or fleet.admission or admission_settings()
-    dt = float(step or scenario.step)
+    wall_start = time.perf_counter()
+    settings = admission or fleet.admission or admission_settings()
+    step_s = float(step or scenario.step)
     horizon = timeline.horizon
-    T = math.ceil(horizon / dt - 1e-9)
-    edges = np.arange(T + 1) * dt
-    G = len(fleet.groups)
+    steps = math.ceil(horizon / step_s - 1e-9)
+    edges = np.arange(steps + 1) * step_s
+    group_count = len(fleet.groups)
     groups = fleet.groups
     deadlines = np.array(
-        [adm.critical_deadline_s, adm.standard_deadline_s, adm.sheddable_deadline_s]
+        [settings.critical_deadline_s, settings.standard_deadline_s, settings.sheddable_deadline_s]
     )
-    shares = np.array([adm.critical_share, adm.standard_share, adm.sheddable_share])
+    shares = np.array([settings.critical_share, settings.standard_share, settings.sheddable_share])
 
     # -- per-group constants -------------------------------------------------------------
-    route_rps = np.zeros(G)
+    route_rps = np.zeros(group_count)
     # admission lets class k start while fleet in-flight < share_k × concurrency: per replica
     # that is the rate at which it holds share_k × its concurrency limit
-    share_rps = np.zeros((G, 3))
+    share_rps = np.zeros((group_count, 3))
     tables: list[LatencyTable] = []
-    for i, g in enumerate(groups):
-        ml = fleet.models[g.model]
-        sizes = ml.mean_sizes
-        route_rps[i] = rate_at_concurrency(g.profile, g.concurrency, sizes, ml.slo.percentile)
-        for k in range(3):
-            share_rps[i, k] = (
-                route_rps[i]
-                if shares[k] >= 1.0
+    for index, group in enumerate(groups):
+        load = fleet.models[group.model]
+        sizes = load.mean_sizes
+        route_rps[index] = rate_at_concurrency(
+            group.profile, group.concurrency, sizes, load.slo.percentile
+        )
+        for priority in range(3):
+            share_rps[index, priority] = (
+                route_rps[index]
+                if shares[priority] >= 1.0
                 else rate_at_concurrency(
-                    g.profile, shares[k] * g.concurrency, sizes, ml.slo.percentile
+                    group.profile, shares[priority] * group.concurrency, sizes, load.slo.percentile
                 )
             )
-        tables.append(latency_table(g.profile, sizes, route_rps[i]))
-    QT = np.stack([tb.quant for tb in tables]) if G else np.zeros((0, GRID, len(PCTS)))
-    TP = np.stack([tb.tpot for tb in tables]) if G else np.zeros((0, GRID))
-    E2 = np.stack([tb.e2e for tb in tables]) if G else np.zeros((0, GRID))
-    TM = np.stack([tb.ttft_mean for tb in tables]) if G else np.zeros((0, GRID))
-    rmax = np.array([tb.r_max for tb in tables])
-    conc = np.array([g.concurrency for g in groups], dtype=float)
-    cap_slo = np.array([g.capacity_rps for g in groups])
-    price = np.array([g.price_per_replica_hour for g in groups])
-    period_idx = (edges[:-1] // fleet.period_s).astype(np.int64)
-    planned = np.zeros((T, G))
-    for i, g in enumerate(groups):
-        planned[:, i] = g.replicas[period_idx % len(g.replicas)]
-    up = timeline.up_matrix(G, edges)
-    keeps = np.zeros((T, G), dtype=bool)  # replicas lost in this step let running requests end
-    for d in timeline.downs:
-        if not d.fails_in_flight and d.start < horizon:
-            keeps[min(int(d.start // dt), T - 1), d.group] = True
-    demand = _demand_steps(fleet, timeline, edges, None)
+        tables.append(latency_table(group.profile, sizes, route_rps[index]))
+    ttft_quantiles = (
+        np.stack([table.quant for table in tables])
+        if group_count
+        else np.zeros((0, GRID, len(PCTS)))
+    )
+    tpot_table = np.stack([table.tpot for table in tables]) if group_count else np.zeros((0, GRID))
+    e2e_table = np.stack([table.e2e for table in tables]) if group_count else np.zeros((0, GRID))
+    ttft_mean_table = (
+        np.stack([table.ttft_mean for table in tables]) if group_count else np.zeros((0, GRID))
+    )
+    rate_max = np.array([table.r_max for table in tables])
+    concurrency = np.array([group.concurrency for group in groups], dtype=float)
+    cap_slo = np.array([group.capacity_rps for group in groups])
+    price = np.array([group.price_per_replica_hour for group in groups])
+    period_index = (edges[:-1] // fleet.period_s).astype(np.int64)
+    planned = np.zeros((steps, group_count))
+    for index, group in enumerate(groups):
+        planned[:, index] = group.replicas[period_index % len(group.replicas)]
+    up_share = timeline.up_matrix(group_count, edges)
+    # replicas lost in this step let running requests end
+    keeps = np.zeros((steps, group_count), dtype=bool)
+    for down in timeline.downs:
+        if not down.fails_in_flight and down.start < horizon:
+            keeps[min(int(down.start // step_s), steps - 1), down.group] = True
+    demand = _demand_steps(fleet, timeline, edges)
 
     # -- outputs -------------------------------------------------------------------------
-    arrivals = np.zeros((T, 3))
-    served = np.zeros((T, 3))
-    served_ok = np.zeros((T, 3))
-    shed = np.zeros((T, 3))
-    failed = np.zeros((T, 3))
-    queue_out = np.zeros((T, 3))
-    capacity = np.zeros(T)
-    cost = np.zeros(T)
-    by_provider = {p: np.zeros(T) for p in sorted({g.provider for g in groups})}
-    hist = np.zeros(len(TTFT_EDGES) - 1)
-    mids = np.sqrt(np.maximum(TTFT_EDGES[1:], 1e-4) * np.maximum(TTFT_EDGES[:-1], 1e-4))
-    del mids
+    arrivals = np.zeros((steps, 3))
+    served = np.zeros((steps, 3))
+    served_ok = np.zeros((steps, 3))
+    shed = np.zeros((steps, 3))
+    failed = np.zeros((steps, 3))
+    queue_out = np.zeros((steps, 3))
+    capacity = np.zeros(steps)
+    cost = np.zeros(steps)
+    by_provider = {
+        provider: np.zeros(steps) for provider in sorted({group.provider for group in groups})
+    }
+    ttft_hist = np.zeros(len(TTFT_EDGES) - 1)
 
     models = list(fleet.models)
-    gidx = {
-        m: np.array([i for i, g in enumerate(groups) if g.model == m], dtype=np.int64)
-        for m in models
+    group_rows = {
+        name: np.array(
+            [index for index, group in enumerate(groups) if group.model == name], dtype=np.int64
+        )
+        for name in models
     }
     routers = {
-        m: FlowRouter([groups[i] for i in gidx[m]], fleet.routing, seed=seed) for m in models
+        name: FlowRouter([groups[index] for index in group_rows[name]], fleet.routing, seed=seed)
+        for name in models
     }
-    mix = {m: np.asarray(fleet.models[m].priority_mix, dtype=float) for m in models}
-    q = {m: np.zeros(3) for m in models}
-    inflight = np.zeros((G, 3))  # by priority
-    inflight_ok = np.zeros((G, 3))
-    decode_share = np.zeros(G)
-    prev_up = np.ones(G)
-    extras = np.zeros(G)  # added replicas serving
+    mix = {name: np.asarray(fleet.models[name].priority_mix, dtype=float) for name in models}
+    queued = {name: np.zeros(3) for name in models}
+    inflight = np.zeros((group_count, 3))  # by priority
+    inflight_ok = np.zeros((group_count, 3))
+    decode_share = np.zeros(group_count)
+    prev_up = np.ones(group_count)
+    extras = np.zeros(group_count)  # added replicas serving
     pending: list[tuple[float, int, int]] = []  # (ready time, group, count)
     next_scale = 0.0
-    providers = [g.provider for g in groups]
+    providers = [group.provider for group in groups]
 
-    for t in range(T):
-        t0 = edges[t]
+    for step_index in range(steps):
+        step_start = edges[step_index]
         # provisioning completes
         if pending:
             keep = []
-            for ready, gi, n in pending:
-                if ready <= t0:
-                    extras[gi] += n
+            for ready, group_index, count in pending:
+                if ready <= step_start:
+                    extras[group_index] += count
                 else:
-                    keep.append((ready, gi, n))
+                    keep.append((ready, group_index, count))
             pending = keep
-        upf = up[t]
+        up_now = up_share[step_index]
         # failures: replicas lost since the last step take their in-flight requests
-        drop = np.where(prev_up > 0, np.clip(1.0 - upf / np.maximum(prev_up, 1e-12), 0, 1), 0.0)
-        drop[keeps[t]] = 0.0
-        prev_up = upf
-        n_up = (planned[t] + extras) * upf
-        rate_caps = n_up * route_rps
-        for m in models:
-            ix = gidx[m]
-            if len(ix) == 0:
+        drop = np.where(prev_up > 0, np.clip(1.0 - up_now / np.maximum(prev_up, 1e-12), 0, 1), 0.0)
+        drop[keeps[step_index]] = 0.0
+        prev_up = up_now
+        replicas_up = (planned[step_index] + extras) * up_now
+        rate_caps = replicas_up * route_rps
+        for model in models:
+            rows = group_rows[model]
+            if len(rows) == 0:
                 continue
-            lost = inflight[ix] * drop[ix, None]  # [g,3]
+            lost = inflight[rows] * drop[rows, None]  # [g,3]
             if lost.sum() > 0:
-                dec = decode_share[ix, None]
-                fail = lost * dec
-                failed[t] += fail.sum(axis=0)
+                decoding = decode_share[rows, None]
+                failing = lost * decoding
+                failed[step_index] += failing.sum(axis=0)
                 # those already counted as served are taken back out of it
-                served[t] -= lost.sum(axis=0)
-                ok_lost = inflight_ok[ix] * drop[ix, None]
-                served_ok[t] -= ok_lost.sum(axis=0)
-                q[m] += (lost - fail).sum(axis=0)  # retried by the gateway
-            lam = demand[m][t]
-            a = lam * dt * mix[m]
-            arrivals[t] += a
-            C = float(rate_caps[ix].sum())
-            capacity[t] += C
-            if C <= 1e-12:
-                failed[t] += q[m] + a  # no healthy endpoint: 503 at once
-                q[m] = np.zeros(3)
-                inflight[ix] = 0
-                inflight_ok[ix] = 0
+                served[step_index] -= lost.sum(axis=0)
+                ok_lost = inflight_ok[rows] * drop[rows, None]
+                served_ok[step_index] -= ok_lost.sum(axis=0)
+                queued[model] += (lost - failing).sum(axis=0)  # retried by the gateway
+            rate = demand[model][step_index]
+            arriving = rate * step_s * mix[model]
+            arrivals[step_index] += arriving
+            model_capacity = float(rate_caps[rows].sum())
+            capacity[step_index] += model_capacity
+            if model_capacity <= 1e-12:
+                failed[step_index] += queued[model] + arriving  # no healthy endpoint: 503 at once
+                queued[model] = np.zeros(3)
+                inflight[rows] = 0
+                inflight_ok[rows] = 0
                 continue
-            want = q[m] + a
-            srv = np.zeros(3)
+            want = queued[model] + arriving
+            started = np.zeros(3)
             used = 0.0
-            for k in range(3):
-                budget = max(0.0, float((n_up[ix] * share_rps[ix, k]).sum()) * dt - used)
-                srv[k] = min(want[k], budget)
-                used += srv[k]
-            rest = want - srv
+            for priority in range(3):
+                budget = max(
+                    0.0,
+                    float((replicas_up[rows] * share_rps[rows, priority]).sum()) * step_s - used,
+                )
+                started[priority] = min(want[priority], budget)
+                used += started[priority]
+            rest = want - started
             ahead = np.concatenate([[0.0], np.cumsum(rest)[:-1]])
-            allowed = np.clip(deadlines * C - ahead, 0, None)
-            sh = np.clip(rest - allowed, 0, None)
-            shed[t] += sh
-            q[m] = rest - sh
-            waits = np.minimum((ahead + q[m]) / C, deadlines)
-            waits = np.where(q[m] > 1e-9, waits, 0.0)
-            queue_out[t] += q[m]
-            served[t] += srv
-            R = srv.sum() / dt
-            frac = routers[m].split(R, rate_caps[ix], n_up[ix] * conc[ix])
-            r_g = frac * R
-            per = np.where(n_up[ix] > 0, r_g / np.maximum(n_up[ix], 1e-12), 0.0)
-            u = np.clip(per / rmax[ix], 0.0, 1.0) * (GRID - 1)
-            i0 = np.minimum(u.astype(np.int64), GRID - 2)
-            w = u - i0
-            qrow = QT[ix, i0] * (1 - w)[:, None] + QT[ix, i0 + 1] * w[:, None]  # [g,J]
+            allowed = np.clip(deadlines * model_capacity - ahead, 0, None)
+            shed_now = np.clip(rest - allowed, 0, None)
+            shed[step_index] += shed_now
+            queued[model] = rest - shed_now
+            waits = np.minimum((ahead + queued[model]) / model_capacity, deadlines)
+            waits = np.where(queued[model] > 1e-9, waits, 0.0)
+            queue_out[step_index] += queued[model]
+            served[step_index] += started
+            started_rps = started.sum() / step_s
+            frac = routers[model].split(
+                started_rps, rate_caps[rows], replicas_up[rows] * concurrency[rows]
+            )
+            group_rps = frac * started_rps
+            per_replica = np.where(
+                replicas_up[rows] > 0, group_rps / np.maximum(replicas_up[rows], 1e-12), 0.0
+            )
+            position = np.clip(per_replica / rate_max[rows], 0.0, 1.0) * (GRID - 1)
+            cell = np.minimum(position.astype(np.int64), GRID - 2)
+            weight = position - cell
+            quantiles = (
+                ttft_quantiles[rows, cell] * (1 - weight)[:, None]
+                + ttft_quantiles[rows, cell + 1] * weight[:, None]
+            )  # [g,J]
 
-            tpot, e2e, tmean = (_lerp(tab, ix, i0, w) for tab in (TP, E2, TM))
-            slo = fleet.models[m].slo
-            n_gp = frac[:, None] * srv[None, :]  # [g,3]
-            x = slo.ttft_s - waits[None, :]  # [1,3]
+            tpot, e2e, ttft_mean = (
+                _lerp(table, rows, cell, weight)
+                for table in (tpot_table, e2e_table, ttft_mean_table)
+            )
+            slo = fleet.models[model].slo
+            started_by_group = frac[:, None] * started[None, :]  # [g,3]
+            ttft_budget = slo.ttft_s - waits[None, :]  # [1,3]
             p_ok = ttft_cdf(
-                np.broadcast_to(x, n_gp.shape),
-                np.broadcast_to(qrow[:, None, :], (*n_gp.shape, len(PCTS))),
+                np.broadcast_to(ttft_budget, started_by_group.shape),
+                np.broadcast_to(quantiles[:, None, :], (*started_by_group.shape, len(PCTS))),
             )
             p_ok = p_ok * (tpot <= slo.tpot_s * TPOT_TOLERANCE)[:, None]
-            served_ok[t] += (n_gp * p_ok).sum(axis=0)
+            served_ok[step_index] += (started_by_group * p_ok).sum(axis=0)
             # TTFT histogram: each tabulated quantile interval's mass at its midpoint
-            if n_gp.sum() > 0:
-                pts = (qrow[:, None, :-1] + qrow[:, None, 1:]) / 2 + waits[None, :, None]
-                mass = n_gp[:, :, None] * np.diff(PCTS)[None, None, :]
-                k = np.clip(
-                    np.searchsorted(TTFT_EDGES, pts.ravel(), side="right") - 1, 0, len(hist) - 1
+            if started_by_group.sum() > 0:
+                midpoints = (quantiles[:, None, :-1] + quantiles[:, None, 1:]) / 2
+                midpoints = midpoints + waits[None, :, None]
+                mass = started_by_group[:, :, None] * np.diff(PCTS)[None, None, :]
+                bins = np.clip(
+                    np.searchsorted(TTFT_EDGES, midpoints.ravel(), side="right") - 1,
+                    0,
+                    len(ttft_hist) - 1,
                 )
-                np.add.at(hist, k, mass.ravel())
-            inflight[ix] = (
-                r_g[:, None]
-                * (srv / max(srv.sum(), 1e-12))[None, :]
+                np.add.at(ttft_hist, bins, mass.ravel())
+            inflight[rows] = (
+                group_rps[:, None]
+                * (started / max(started.sum(), 1e-12))[None, :]
                 * (e2e[:, None] + waits[None, :])
             )
-            inflight_ok[ix] = inflight[ix] * p_ok
-            decode_share[ix] = np.where(e2e > 0, (e2e - tmean) / np.maximum(e2e, 1e-12), 0.0)
-            for j, gi in enumerate(ix):
-                by_provider[providers[gi]][t] += n_gp[j].sum()
+            inflight_ok[rows] = inflight[rows] * p_ok
+            decode_share[rows] = np.where(e2e > 0, (e2e - ttft_mean) / np.maximum(e2e, 1e-12), 0.0)
+            for row, group_index in enumerate(rows):
+                by_provider[providers[group_index]][step_index] += started_by_group[row].sum()
             # autoscaling (pure decision shared with the request-level engine)
-            if scenario.autoscaling.enabled and t0 >= next_scale:
+            if scenario.autoscaling.enabled and step_start >= next_scale:
                 need = (
-                    lam + q[m].sum() / scenario.autoscaling.interval
+                    rate + queued[model].sum() / scenario.autoscaling.interval
                 ) / scenario.autoscaling.target_utilisation
                 views = [
                     autoscale.GroupView(
-                        int(gi),
-                        float(cap_slo[gi]),
-                        float(price[gi]),
-                        float(n_up[gi]),
-                        sum(n for _, g2, n in pending if g2 == gi),
-                        int(extras[gi]) + sum(n for _, g2, n in pending if g2 == gi),
-                        math.ceil(scenario.autoscaling.max_scale * max(planned[:, gi].max(), 1)),
-                        int(planned[t, gi]),
-                        bool(upf[gi] > 0.5 and not timeline.locked(providers[gi], t0)),
+                        int(group_index),
+                        float(cap_slo[group_index]),
+                        float(price[group_index]),
+                        float(replicas_up[group_index]),
+                        sum(count for _, other, count in pending if other == group_index),
+                        int(extras[group_index])
+                        + sum(count for _, other, count in pending if other == group_index),
+                        math.ceil(
+                            scenario.autoscaling.max_scale * max(planned[:, group_index].max(), 1)
+                        ),
+                        int(planned[step_index, group_index]),
+                        bool(
+                            up_now[group_index] > 0.5
+                            and not timeline.locked(providers[group_index], step_start)
+                        ),
                     )
-                    for gi in ix
+                    for group_index in rows
                 ]
-                for gi, delta in autoscale.decide(need, views).items():
+                for group_index, delta in autoscale.decide(need, views).items():
                     if delta > 0:
-                        pending.append((t0 + scenario.provisioning.total, gi, delta))
+                        pending.append(
+                            (step_start + scenario.provisioning.total, group_index, delta)
+                        )
                     else:
-                        extras[gi] = max(0.0, extras[gi] + delta)
-        if scenario.autoscaling.enabled and t0 >= next_scale:
-            next_scale = t0 + scenario.autoscaling.interval
-        cost[t] = float(((planned[t] + extras) * price).sum() * dt / 3600.0)
-        if progress is not None and t % 256 == 0:
-            progress(t / T)
+                        extras[group_index] = max(0.0, extras[group_index] + delta)
+        if scenario.autoscaling.enabled and step_start >= next_scale:
+            next_scale = step_start + scenario.autoscaling.interval
+        cost[step_index] = float(((planned[step_index] + extras) * price).sum() * step_s / 3600.0)
+        if progress is not None and step_index % 256 == 0:
+            progress(step_index / steps)
     # end of run: whatever is still queued is served if capacity allows within its deadline
-    for m in models:
-        if q[m].sum() > 0 and T > 0:
-            C = capacity[-1]
-            can = np.clip(deadlines * C, 0, None)
-            s = np.minimum(q[m], can)
-            served[-1] += s
-            shed[-1] += q[m] - s
-    res = SimResult(
+    for model in models:
+        if queued[model].sum() > 0 and steps > 0:
+            last_capacity = capacity[-1]
+            room = np.clip(deadlines * last_capacity, 0, None)
+            finishing = np.minimum(queued[model], room)
+            served[-1] += finishing
+            shed[-1] += queued[model] - finishing
+    result = SimResult(
         engine="fluid",
-        step_s=dt,
+        step_s=step_s,
         slo_target=scenario.slo_target,
         arrivals=arrivals,
         served=served,
@@ -367,14 +409,16 @@ def run_fluid(
         capacity_rps=capacity,
         cost=cost,
         served_by_provider=by_provider,
-        ttft_hist=hist,
+        ttft_hist=ttft_hist,
         outages=list(timeline.outages),
     )
-    res.wall_s = time.perf_counter() - t_wall
-    return res
+    result.wall_s = time.perf_counter() - wall_start
+    return result
 
 
-def group_route_rps(fleet: Fleet, g: Group) -> float:
-    """The rate at which one replica of `g` reaches its concurrency limit."""
-    ml = fleet.models[g.model]
-    return rate_at_concurrency(g.profile, g.concurrency, ml.mean_sizes, ml.slo.percentile)
+def group_route_rps(fleet: Fleet, group: Group) -> float:
+    """The rate at which one replica of `group` reaches its concurrency limit."""
+    load = fleet.models[group.model]
+    return rate_at_concurrency(
+        group.profile, group.concurrency, load.mean_sizes, load.slo.percentile
+    )

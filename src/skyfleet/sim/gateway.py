@@ -39,7 +39,7 @@ from skyfleet.sim.fleet import Fleet
 from skyfleet.sim.routing import endpoint_states
 
 PENDING = -1
-OUTCOME_CODE = {o: i for i, o in enumerate(OUTCOMES)}
+OUTCOME_CODE = {outcome: code for code, outcome in enumerate(OUTCOMES)}
 PROBE_TICK_S = 0.25
 """The gateway monitor's loop period: endpoints on probation are probed on every tick."""
 
@@ -65,12 +65,12 @@ class Backend(Protocol):
         """Start `request` on the least-loaded replica of `group` that takes new work."""
         ...
 
-    def schedule_probe(self, group: int, at: float) -> None:
-        """Run `SimGateway.on_probe(group, at)` at `at`."""
+    def schedule_probe(self, group: int, due: float) -> None:
+        """Run `SimGateway.on_probe(group, due)` at `due`."""
         ...
 
-    def schedule_expiry(self, model: int, at: float) -> None:
-        """Run `SimGateway.on_expire(model)` at `at`."""
+    def schedule_expiry(self, model: int, due: float) -> None:
+        """Run `SimGateway.on_expire(model)` at `due`."""
         ...
 
 
@@ -87,20 +87,20 @@ class Requests:
     ) -> None:
         self.time, self.model, self.priority = time, model, priority
         self.input_tokens, self.output_tokens = input_tokens, output_tokens
-        n = len(time)
-        self.outcome = np.full(n, PENDING, dtype=np.int8)  # OUTCOME_CODE, or PENDING
-        self.first_token = np.full(n, np.nan)
-        self.finished = np.full(n, np.nan)
-        self.attempts = np.zeros(n, dtype=np.int64)
-        self.served_group = np.full(n, -1, dtype=np.int64)
-        self.admitted_at = np.full(n, np.nan)
+        count = len(time)
+        self.outcome = np.full(count, PENDING, dtype=np.int8)  # OUTCOME_CODE, or PENDING
+        self.first_token = np.full(count, np.nan)
+        self.finished = np.full(count, np.nan)
+        self.attempts = np.zeros(count, dtype=np.int64)
+        self.served_group = np.full(count, -1, dtype=np.int64)
+        self.admitted_at = np.full(count, np.nan)
 
     def __len__(self) -> int:
         return len(self.time)
 
     def codes(self, predicate: Callable[[Outcome], bool]) -> np.ndarray:
         """A mask of the requests whose outcome satisfies `predicate`."""
-        wanted = [OUTCOME_CODE[o] for o in OUTCOMES if predicate(o)]
+        wanted = [OUTCOME_CODE[outcome] for outcome in OUTCOMES if predicate(outcome)]
         return np.isin(self.outcome, wanted)
 
 
@@ -122,13 +122,16 @@ class SimGateway:
         self.rng = random.Random(seed)
         groups = fleet.groups
         self.models = list(fleet.models)
-        self.model_of_group = [self.models.index(g.model) for g in groups]
+        self.model_of_group = [self.models.index(group.model) for group in groups]
         self.groups_of_model = [
-            [i for i in range(len(groups)) if self.model_of_group[i] == k]
-            for k in range(len(self.models))
+            [index for index in range(len(groups)) if self.model_of_group[index] == model]
+            for model in range(len(self.models))
         ]
-        self.states = [endpoint_states([groups[i] for i in ix]) for ix in self.groups_of_model]
-        self.features = [RequestFeatures(model=m) for m in self.models]
+        self.states = [
+            endpoint_states([groups[index] for index in members])
+            for members in self.groups_of_model
+        ]
+        self.features = [RequestFeatures(model=model) for model in self.models]
         self.queues: list[WaitQueue[int]] = [WaitQueue(admission.queue_size) for _ in self.models]
         self.service = [ServiceTime() for _ in self.models]
         self.health = [EndpointHealth() for _ in groups]
@@ -144,14 +147,16 @@ class SimGateway:
         """The endpoint states of `model`'s groups: healthy unless ejected or probed down (a
         group that went down unnoticed keeps its capacity until failures or probes show
         it), in-flight counts including replicas that are draining."""
-        for j, group in enumerate(self.groups_of_model[model]):
+        for position, group in enumerate(self.groups_of_model[model]):
             replicas = self.backend.replicas(group)
-            active = [r for r in replicas if not r.draining]
-            n_up = sum(1 for r in active if r.up)
-            state = self.states[model][j]
+            active = [replica for replica in replicas if not replica.draining]
+            replicas_up = sum(1 for replica in active if replica.up)
+            state = self.states[model][position]
             state.healthy = bool(active) and self.health[group].routable(0.0)
-            state.capacity = max(1, (n_up or len(active)) * self.fleet.groups[group].concurrency)
-            state.in_flight = sum(r.in_flight for r in replicas)
+            state.capacity = max(
+                1, (replicas_up or len(active)) * self.fleet.groups[group].concurrency
+            )
+            state.in_flight = sum(replica.in_flight for replica in replicas)
 
     def fleet_load(self, model: int) -> FleetLoad:
         """As `OverloadController.fleet_load`: in flight against the healthy limit, and
@@ -199,10 +204,12 @@ class SimGateway:
             if decision.endpoint is None:
                 self.finish(request, Outcome.NO_HEALTHY_ENDPOINT, now)
                 return False
-            j = next(x for x, s in enumerate(states) if s.name == decision.endpoint)
-            group = self.groups_of_model[model][j]
+            position = next(
+                index for index, state in enumerate(states) if state.name == decision.endpoint
+            )
+            group = self.groups_of_model[model][position]
             reqs.attempts[request] += 1
-            if any(r.up and not r.draining for r in self.backend.replicas(group)):
+            if any(replica.up and not replica.draining for replica in self.backend.replicas(group)):
                 break
             self.attempt_failed(group, now)  # refused: the group is down
             if not self.retry_budget.try_retry(int(reqs.attempts[request]), now):
@@ -210,7 +217,7 @@ class SimGateway:
                 return False
             self.tried.setdefault(request, []).append(decision.endpoint)
         reqs.served_group[request] = group
-        states[j].in_flight += 1
+        states[position].in_flight += 1
         self.backend.place(group, request, now)
         return True
 
@@ -278,22 +285,23 @@ class SimGateway:
         tick once an ejection has expired (probation)."""
         interval = self.health_settings.probe_interval_s
         health = self.health[group]
-        at = (math.floor(now / interval + 1e-9) + 1) * interval
+        due = (math.floor(now / interval + 1e-9) + 1) * interval
         if health.ejected_until is not None:
             back = max(health.ejected_until, now + 1e-9)
-            at = min(at, math.ceil(back / PROBE_TICK_S - 1e-9) * PROBE_TICK_S)
-        if at < self.probe_at[group]:
-            self.probe_at[group] = at
-            self.backend.schedule_probe(group, at)
+            due = min(due, math.ceil(back / PROBE_TICK_S - 1e-9) * PROBE_TICK_S)
+        if due < self.probe_at[group]:
+            self.probe_at[group] = due
+            self.backend.schedule_probe(group, due)
 
-    def on_probe(self, group: int, at: float, now: float) -> None:
-        """A probe of `group` (scheduled for `at`; stale ones are ignored)."""
-        if at != self.probe_at[group]:
+    def on_probe(self, group: int, due: float, now: float) -> None:
+        """A probe of `group` (scheduled for `due`; stale ones are ignored)."""
+        if due != self.probe_at[group]:
             return
         self.probe_at[group] = math.inf
         health = self.health[group]
-        ok = any(r.up and not r.draining for r in self.backend.replicas(group))
-        health.on_probe(ok, now, self.health_settings)
-        if not (ok and health.routable(now)):
+        replicas = self.backend.replicas(group)
+        reachable = any(replica.up and not replica.draining for replica in replicas)
+        health.on_probe(reachable, now, self.health_settings)
+        if not (reachable and health.routable(now)):
             self.schedule_probe(group, now)  # keep probing until it is back
         self.drain_queue(self.model_of_group[group], now)

@@ -45,16 +45,16 @@ class Value:
     def basis(self) -> str:
         if self.per_request is not None:
             return f"${self.per_request:g} per lost request"
-        v = self.per_minute if self.per_minute is not None else GARTNER_USD_PER_MINUTE
-        src = "" if self.per_minute is not None else " (Gartner 2014 average)"
-        return f"${v:,.0f} per minute out of SLO{src}"
+        per_minute = self.per_minute if self.per_minute is not None else GARTNER_USD_PER_MINUTE
+        source = "" if self.per_minute is not None else " (Gartner 2014 average)"
+        return f"${per_minute:,.0f} per minute out of SLO{source}"
 
 
 def outage_template(scenario: Scenario, fleet: Fleet) -> Outage:
     """The scenario's first outage, or a 4.5-hour full outage at the busiest period."""
     if scenario.outages:
         return scenario.outages[0]
-    total = sum(m.demand_rps for m in fleet.models.values())
+    total = sum(load.demand_rps for load in fleet.models.values())
     peak = int(np.argmax(total)) if np.ndim(total) else 0
     start = peak * fleet.period_s
     horizon = scenario.horizon or fleet.horizon_s
@@ -68,12 +68,14 @@ def _delta(run: SimResult, base: SimResult, value: Value) -> dict[str, Any]:
     )
     lost = (run.total("shed") + run.total("failed")) - (base.total("shed") + base.total("failed"))
     minutes = max(0.0, run.minutes_out_of_slo() - base.minutes_out_of_slo())
-    rec = run.recovery_times()
+    recoveries = run.recovery_times()
     return {
         "requests_degraded": max(0.0, degraded),
         "requests_lost": max(0.0, lost),
         "minutes_out_of_slo": minutes,
-        "recovery_min": (None if rec[0] is None else rec[0] / 60.0) if rec else 0.0,
+        "recovery_min": (
+            (None if recoveries[0] is None else recoveries[0] / 60.0) if recoveries else 0.0
+        ),
         "money_lost_usd": value.money(max(0.0, lost), minutes),
         "slo_attainment": run.slo_attainment,
     }
@@ -87,34 +89,35 @@ def business_impact(
     progress: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Per-provider impact table (with and without the N-1 spare) as plain data."""
-    tmpl = outage_template(scenario, fleet)
+    template = outage_template(scenario, fleet)
     quiet = scenario.model_copy(update={"outages": []})
     lean = fleet.without_spare()
     variants = {"with_spare": fleet, "without_spare": lean}
-    base = {k: engine(f, quiet, resolve(quiet, f)) for k, f in variants.items()}
+    base = {
+        label: engine(variant, quiet, resolve(quiet, variant))
+        for label, variant in variants.items()
+    }
     rows: list[dict[str, Any]] = []
-    for p in sorted(fleet.providers):
+    for provider in sorted(fleet.providers):
         if progress is not None:
-            progress(p)
-        sc = quiet.model_copy(
-            update={
-                "outages": [
-                    tmpl.model_copy(update={"provider": p, "region": None, "name": f"{p} down"})
-                ]
-            }
+            progress(provider)
+        outage = template.model_copy(
+            update={"provider": provider, "region": None, "name": f"{provider} down"}
         )
-        row: dict[str, Any] = {"provider": p}
-        for k, f in variants.items():
-            row[k] = _delta(engine(f, sc, resolve(sc, f)), base[k], value)
+        failing = quiet.model_copy(update={"outages": [outage]})
+        row: dict[str, Any] = {"provider": provider}
+        for label, variant in variants.items():
+            run = engine(variant, failing, resolve(failing, variant))
+            row[label] = _delta(run, base[label], value)
         rows.append(row)
     cost_with = float(base["with_spare"].cost.sum())
     cost_without = float(base["without_spare"].cost.sum())
     return {
         "outage": {
-            "start_h": tmpl.start / 3600.0,
-            "duration_h": tmpl.duration / 3600.0,
-            "fraction": tmpl.fraction,
-            "kind": tmpl.kind,
+            "start_h": template.start / 3600.0,
+            "duration_h": template.duration / 3600.0,
+            "fraction": template.fraction,
+            "kind": template.kind,
         },
         "value_basis": value.basis,
         "cost_with_spare_usd": cost_with,

@@ -53,28 +53,28 @@ class SimResult:
     @property
     def slo_attainment(self) -> float:
         """Share of all arriving requests served within the SLO."""
-        a = self.total("arrivals")
-        return self.total("served_ok") / a if a > 0 else 1.0
+        arrivals = self.total("arrivals")
+        return self.total("served_ok") / arrivals if arrivals > 0 else 1.0
 
     def attainment_series(self) -> np.ndarray:
         """[steps] share of each step's arrivals served within the SLO (1 where none)."""
-        a = self.arrivals.sum(axis=1)
-        ok = self.served_ok.sum(axis=1)
-        return np.clip(np.where(a > 0, ok / np.maximum(a, 1e-12), 1.0), 0.0, 1.0)
+        arrivals = self.arrivals.sum(axis=1)
+        within = self.served_ok.sum(axis=1)
+        return np.clip(np.where(arrivals > 0, within / np.maximum(arrivals, 1e-12), 1.0), 0.0, 1.0)
 
-    def ttft_percentile(self, q: float = 0.99) -> float:
+    def ttft_percentile(self, quantile: float = 0.99) -> float:
         """TTFT percentile (s) over served requests."""
         if self.ttft_samples is not None and len(self.ttft_samples):
-            return float(np.quantile(self.ttft_samples, q))
-        c = np.cumsum(self.ttft_hist)
-        if c[-1] <= 0:
+            return float(np.quantile(self.ttft_samples, quantile))
+        cumulative = np.cumsum(self.ttft_hist)
+        if cumulative[-1] <= 0:
             return float("nan")
-        k = int(np.searchsorted(c, q * c[-1]))
-        k = min(k, len(self.ttft_hist) - 1)
-        lo, hi = TTFT_EDGES[k], TTFT_EDGES[k + 1]
-        prev = c[k - 1] if k > 0 else 0.0
-        frac = (q * c[-1] - prev) / max(self.ttft_hist[k], 1e-12)
-        return float(lo + (hi - lo) * min(max(frac, 0.0), 1.0))
+        target = quantile * cumulative[-1]
+        bin_index = min(int(np.searchsorted(cumulative, target)), len(self.ttft_hist) - 1)
+        lower, upper = TTFT_EDGES[bin_index], TTFT_EDGES[bin_index + 1]
+        below = cumulative[bin_index - 1] if bin_index > 0 else 0.0
+        frac = (target - below) / max(self.ttft_hist[bin_index], 1e-12)
+        return float(lower + (upper - lower) * min(max(frac, 0.0), 1.0))
 
     @property
     def goodput_rps(self) -> float:
@@ -88,41 +88,41 @@ class SimResult:
     def recovery_times(self, hold_s: float = 300.0) -> list[float | None]:
         """Per outage: seconds from its start until attainment is back ≥ target (and stays
         there for `hold_s`); 0 if it never fell below target, None if not by the end."""
-        att = self.attainment_series()
-        bad = att < self.slo_target
+        attainment = self.attainment_series()
+        bad = attainment < self.slo_target
         hold = max(1, round(hold_s / self.step_s))
         out: list[float | None] = []
-        for o in self.outages:
-            i0 = int(o.start // self.step_s)
-            if i0 >= len(att):
+        for outage in self.outages:
+            first = int(outage.start // self.step_s)
+            if first >= len(attainment):
                 out.append(None)
                 continue
             # window in which this outage can cause damage: until the next outage starts
-            later = [x.start for x in self.outages if x.start > o.start]
-            stop = int(min(later) // self.step_s) if later else len(att)
-            if not bad[i0:stop].any():
+            later = [other.start for other in self.outages if other.start > outage.start]
+            stop = int(min(later) // self.step_s) if later else len(attainment)
+            if not bad[first:stop].any():
                 out.append(0.0)
                 continue
-            rec = None
-            for j in range(i0 + int(np.argmax(bad[i0:stop])), len(att)):
-                if not bad[j : j + hold].any():
-                    rec = j * self.step_s - o.start
+            recovery = None
+            for step in range(first + int(np.argmax(bad[first:stop])), len(attainment)):
+                if not bad[step : step + hold].any():
+                    recovery = step * self.step_s - outage.start
                     break
-            out.append(rec)
+            out.append(recovery)
         return out
 
     def by_priority(self) -> list[dict[str, Any]]:
         rows = []
-        for k, p in enumerate(PRIORITIES):
+        for column, priority in enumerate(PRIORITIES):
             rows.append(
                 {
-                    "priority": p,
-                    "arrived": float(self.arrivals[:, k].sum()),
-                    "served": float(self.served[:, k].sum()),
-                    "within_slo": float(self.served_ok[:, k].sum()),
-                    "shed": float(self.shed[:, k].sum()),
-                    "failed": float(self.failed[:, k].sum()),
-                    "peak_queued": float(self.queue[:, k].max()) if len(self.queue) else 0.0,
+                    "priority": priority,
+                    "arrived": float(self.arrivals[:, column].sum()),
+                    "served": float(self.served[:, column].sum()),
+                    "within_slo": float(self.served_ok[:, column].sum()),
+                    "shed": float(self.shed[:, column].sum()),
+                    "failed": float(self.failed[:, column].sum()),
+                    "peak_queued": float(self.queue[:, column].max()) if len(self.queue) else 0.0,
                 }
             )
         return rows
@@ -149,14 +149,14 @@ class SimResult:
             "by_priority": self.by_priority(),
             "outages": [
                 {
-                    "label": o.label,
-                    "provider": o.provider,
-                    "start_h": o.start / 3600.0,
-                    "duration_h": (o.end - o.start) / 3600.0,
-                    "fraction": o.fraction,
-                    "recovery_min": None if r is None else r / 60.0,
+                    "label": outage.label,
+                    "provider": outage.provider,
+                    "start_h": outage.start / 3600.0,
+                    "duration_h": (outage.end - outage.start) / 3600.0,
+                    "fraction": outage.fraction,
+                    "recovery_min": None if recovery is None else recovery / 60.0,
                 }
-                for o, r in zip(self.outages, self.recovery_times(), strict=True)
+                for outage, recovery in zip(self.outages, self.recovery_times(), strict=True)
             ],
             "wall_s": self.wall_s,
             "notes": self.notes,

@@ -23,15 +23,15 @@ def endpoint_states(groups: Sequence[Group]) -> list[EndpointState]:
     """Fresh snapshots for a model's groups (capacity and health filled in by the caller)."""
     return [
         EndpointState(
-            name=g.name,
-            provider=g.provider,
-            tier=g.tier,  # type: ignore[arg-type]
-            capacity=max(1, g.concurrency),
-            model=g.model,
-            region=g.region,
-            price_per_hour=g.price_per_replica_hour,
+            name=group.name,
+            provider=group.provider,
+            tier=group.tier,  # type: ignore[arg-type]
+            capacity=max(1, group.concurrency),
+            model=group.model,
+            region=group.region,
+            price_per_hour=group.price_per_replica_hour,
         )
-        for g in groups
+        for group in groups
     ]
 
 
@@ -58,28 +58,32 @@ class FlowRouter:
         """Fractions of `flow` per group. `rate_caps` (req/s) and `conc_caps` (in-flight)
         are the groups' current capacities; a group with no capacity is unhealthy."""
         total = float(rate_caps.sum())
-        n = len(self.groups)
+        group_count = len(self.groups)
         if total <= 0 or flow <= 0:
-            return np.zeros(n)
+            return np.zeros(group_count)
         level = min(self.chunks, max(1, int(np.ceil(flow / total * self.chunks - 1e-9))))
-        key = (tuple(int(c) for c in conc_caps), level)
+        key = (tuple(int(cap) for cap in conc_caps), level)
         hit = self._cache.get(key)
         if hit is not None:
             return hit
         part = flow / level
-        alloc = np.zeros(n)
-        for i, s in enumerate(self.states):
-            s.capacity = max(1, int(conc_caps[i]))
-            s.healthy = conc_caps[i] >= 1 and rate_caps[i] > 0
-            s.in_flight = 0
+        alloc = np.zeros(group_count)
+        for index, state in enumerate(self.states):
+            state.capacity = max(1, int(conc_caps[index]))
+            state.healthy = conc_caps[index] >= 1 and rate_caps[index] > 0
+            state.in_flight = 0
         for _ in range(level):
-            d = route(self.features, self.states, self.config, self.rng)
+            decision = route(self.features, self.states, self.config, self.rng)
             self.calls += 1
-            if d.endpoint is None:
+            if decision.endpoint is None:
                 break
-            i = next(k for k, s in enumerate(self.states) if s.name == d.endpoint)
-            alloc[i] += part
-            self.states[i].in_flight = round(alloc[i] / rate_caps[i] * conc_caps[i])
+            index = next(
+                position
+                for position, state in enumerate(self.states)
+                if state.name == decision.endpoint
+            )
+            alloc[index] += part
+            self.states[index].in_flight = round(alloc[index] / rate_caps[index] * conc_caps[index])
         # never place more than a group can carry: move overflow to groups with room
         over = np.clip(alloc - rate_caps, 0, None)
         alloc -= over

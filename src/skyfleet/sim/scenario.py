@@ -35,24 +35,26 @@ def parse_seconds(value: Any) -> float:
     if isinstance(value, int | float):
         return float(value)
     if isinstance(value, str):
-        s = value.strip()
-        neg = s.startswith("-")
-        body = s[1:] if neg else s
+        text = value.strip()
+        negative = text.startswith("-")
+        body = text[1:] if negative else text
         try:
-            v = float(body)
+            seconds = float(body)
         except ValueError:
-            c = _CLOCK.match(body)
-            m = _DUR.match(body)
-            if c:
-                v = int(c[1]) * 3600 + int(c[2]) * 60 + int(c[3] or 0)
-            elif m and any(m.groups()):
-                d, h, mi, se = (float(x) if x else 0.0 for x in m.groups())
-                v = d * 86400 + h * 3600 + mi * 60 + se
+            clock = _CLOCK.match(body)
+            duration = _DUR.match(body)
+            if clock:
+                seconds = int(clock[1]) * 3600 + int(clock[2]) * 60 + int(clock[3] or 0)
+            elif duration and any(duration.groups()):
+                days, hours, minutes, secs = (
+                    float(part) if part else 0.0 for part in duration.groups()
+                )
+                seconds = days * 86400 + hours * 3600 + minutes * 60 + secs
             else:
                 raise ValueError(
                     f"{value!r} is not a duration (use seconds, '90s', '15m', '4h30m' or '10:40')"
                 ) from None
-        return -v if neg else v
+        return -seconds if negative else seconds
     raise ValueError(f"expected a duration, got {type(value).__name__}")
 
 
@@ -60,18 +62,18 @@ class _Base(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-def _nonneg(v: Any) -> float:
-    s = parse_seconds(v)
-    if s < 0:
-        raise ValueError(f"must not be negative (got {v!r})")
-    return s
+def _nonneg(value: Any) -> float:
+    seconds = parse_seconds(value)
+    if seconds < 0:
+        raise ValueError(f"must not be negative (got {value!r})")
+    return seconds
 
 
-def _positive(v: Any) -> float:
-    s = parse_seconds(v)
-    if s <= 0:
-        raise ValueError(f"must be positive (got {v!r})")
-    return s
+def _positive(value: Any) -> float:
+    seconds = parse_seconds(value)
+    if seconds <= 0:
+        raise ValueError(f"must be positive (got {value!r})")
+    return seconds
 
 
 class Outage(_Base):
@@ -94,8 +96,8 @@ class Outage(_Base):
     kind: Literal["capacity", "control_plane"] = "capacity"
     in_flight: Literal["fail", "finish"] = "fail"
 
-    _s = field_validator("start", mode="before")(_nonneg)
-    _d = field_validator("duration", mode="before")(_positive)
+    _check_start = field_validator("start", mode="before")(_nonneg)
+    _check_duration = field_validator("duration", mode="before")(_positive)
 
     @property
     def end(self) -> float:
@@ -103,8 +105,8 @@ class Outage(_Base):
 
     @property
     def label(self) -> str:
-        where_ = self.provider + (f"/{self.region}" if self.region else "")
-        return self.name or f"{where_} {'down' if self.fraction >= 1 else f'-{self.fraction:.0%}'}"
+        target = self.provider + (f"/{self.region}" if self.region else "")
+        return self.name or f"{target} {'down' if self.fraction >= 1 else f'-{self.fraction:.0%}'}"
 
 
 class Surge(_Base):
@@ -116,8 +118,8 @@ class Surge(_Base):
     multiplier: float = Field(gt=0)
     model: str | None = None
 
-    _s = field_validator("start", mode="before")(_nonneg)
-    _d = field_validator("duration", mode="before")(_positive)
+    _check_start = field_validator("start", mode="before")(_nonneg)
+    _check_duration = field_validator("duration", mode="before")(_positive)
 
     @property
     def end(self) -> float:
@@ -131,7 +133,7 @@ class Preemption(_Base):
     fraction: float = Field(default=1.0, gt=0, le=1)
     provider: str | None = None
 
-    _a = field_validator("at", mode="before")(_nonneg)
+    _check_at = field_validator("at", mode="before")(_nonneg)
 
 
 class Provisioning(_Base):
@@ -140,7 +142,7 @@ class Provisioning(_Base):
     acquisition: float = 600.0
     model_load: float = 240.0
 
-    _a = field_validator("acquisition", "model_load", mode="before")(_nonneg)
+    _check_times = field_validator("acquisition", "model_load", mode="before")(_nonneg)
 
     @property
     def total(self) -> float:
@@ -156,7 +158,7 @@ class Autoscaling(_Base):
     max_scale: float = Field(default=2.0, ge=1)
     replace_preempted: bool = True
 
-    _i = field_validator("interval", mode="before")(_positive)
+    _check_interval = field_validator("interval", mode="before")(_positive)
 
 
 class Scenario(_Base):
@@ -174,8 +176,10 @@ class Scenario(_Base):
     provisioning: Provisioning = Provisioning()
     autoscaling: Autoscaling = Autoscaling()
 
-    _h = field_validator("horizon", mode="before")(lambda v: None if v is None else _positive(v))
-    _st = field_validator("step", mode="before")(_positive)
+    _check_horizon = field_validator("horizon", mode="before")(
+        lambda value: None if value is None else _positive(value)
+    )
+    _check_step = field_validator("step", mode="before")(_positive)
 
     def check_against(
         self,
@@ -186,64 +190,71 @@ class Scenario(_Base):
         lines: dict[Loc, int] | None = None,
     ) -> None:
         """Names must exist in the fleet; outages of the same target must not overlap."""
-        ln = lines or {}
-        for i, o in enumerate(self.outages):
-            if o.provider not in providers and o.provider not in (ALL, LARGEST):
+        lines = lines or {}
+        for index, outage in enumerate(self.outages):
+            if outage.provider not in providers and outage.provider not in (ALL, LARGEST):
                 raise ConfigError(
-                    f"{where(path, ln, ('outages', i, 'provider'))}: unknown provider "
-                    f"{o.provider!r}; the fleet has: {', '.join(sorted(providers))} "
+                    f"{where(path, lines, ('outages', index, 'provider'))}: unknown provider "
+                    f"{outage.provider!r}; the fleet has: {', '.join(sorted(providers))} "
                     f"(or '{ALL}' for all, '{LARGEST}' for the largest)"
                 )
-            named = o.region and o.region != LARGEST and o.provider not in (ALL, LARGEST)
-            if named and (o.provider, o.region) not in regions:
-                known = sorted(r for p, r in regions if p == o.provider)
-                raise ConfigError(
-                    f"{where(path, ln, ('outages', i, 'region'))}: provider {o.provider!r} "
-                    f"has no region {o.region!r} in the fleet; it has: {', '.join(known)}"
-                )
-            if o.model and o.model not in models:
-                raise ConfigError(
-                    f"{where(path, ln, ('outages', i, 'model'))}: unknown model {o.model!r}; "
-                    f"the fleet serves: {', '.join(sorted(models))}"
-                )
-        for i, s in enumerate(self.surges):
-            if s.model and s.model not in models:
-                raise ConfigError(
-                    f"{where(path, ln, ('surges', i, 'model'))}: unknown model {s.model!r}; "
-                    f"the fleet serves: {', '.join(sorted(models))}"
-                )
-        for i, p in enumerate(self.preemptions):
-            if p.provider and p.provider not in providers:
-                raise ConfigError(
-                    f"{where(path, ln, ('preemptions', i, 'provider'))}: unknown provider "
-                    f"{p.provider!r}; the fleet has: {', '.join(sorted(providers))}"
-                )
-
-
-def _overlaps(sc: Scenario, path: str | Path, lines: dict[Loc, int]) -> None:
-    outs = sc.outages
-    for i, a in enumerate(outs):
-        for j in range(i):
-            b = outs[j]
-            same = (a.provider == b.provider or ALL in (a.provider, b.provider)) and (
-                a.region is None or b.region is None or a.region == b.region
+            named = (
+                outage.region and outage.region != LARGEST and outage.provider not in (ALL, LARGEST)
             )
-            if same and a.start < b.end and b.start < a.end:
-                raise ConfigError(
-                    f"{where(path, lines, ('outages', i, 'start'))}: outage {i} "
-                    f"({a.label}, {a.start / 3600:g} h–{a.end / 3600:g} h) overlaps outage {j} "
-                    f"({b.label}, {b.start / 3600:g} h–{b.end / 3600:g} h) on the same provider; "
-                    "merge them"
+            if named and (outage.provider, outage.region) not in regions:
+                known = sorted(
+                    region for provider, region in regions if provider == outage.provider
                 )
-    for i, s in enumerate(sc.surges):
-        for j in range(i):
-            t = sc.surges[j]
-            if (s.model is None or t.model is None or s.model == t.model) and (
-                s.start < t.end and t.start < s.end
-            ):
                 raise ConfigError(
-                    f"{where(path, lines, ('surges', i, 'start'))}: surge {i} overlaps "
-                    f"surge {j} for the same model; merge them into one multiplier"
+                    f"{where(path, lines, ('outages', index, 'region'))}: provider "
+                    f"{outage.provider!r} has no region {outage.region!r} in the fleet; "
+                    f"it has: {', '.join(known)}"
+                )
+            if outage.model and outage.model not in models:
+                raise ConfigError(
+                    f"{where(path, lines, ('outages', index, 'model'))}: unknown model "
+                    f"{outage.model!r}; the fleet serves: {', '.join(sorted(models))}"
+                )
+        for index, surge in enumerate(self.surges):
+            if surge.model and surge.model not in models:
+                raise ConfigError(
+                    f"{where(path, lines, ('surges', index, 'model'))}: unknown model "
+                    f"{surge.model!r}; the fleet serves: {', '.join(sorted(models))}"
+                )
+        for index, preemption in enumerate(self.preemptions):
+            if preemption.provider and preemption.provider not in providers:
+                raise ConfigError(
+                    f"{where(path, lines, ('preemptions', index, 'provider'))}: unknown provider "
+                    f"{preemption.provider!r}; the fleet has: {', '.join(sorted(providers))}"
+                )
+
+
+def _overlaps(scenario: Scenario, path: str | Path, lines: dict[Loc, int]) -> None:
+    outages = scenario.outages
+    for later, outage in enumerate(outages):
+        for earlier in range(later):
+            other = outages[earlier]
+            same = (
+                outage.provider == other.provider or ALL in (outage.provider, other.provider)
+            ) and (outage.region is None or other.region is None or outage.region == other.region)
+            if same and outage.start < other.end and other.start < outage.end:
+                raise ConfigError(
+                    f"{where(path, lines, ('outages', later, 'start'))}: outage {later} "
+                    f"({outage.label}, {outage.start / 3600:g} h–{outage.end / 3600:g} h) "
+                    f"overlaps outage {earlier} "
+                    f"({other.label}, {other.start / 3600:g} h–{other.end / 3600:g} h) "
+                    "on the same provider; merge them"
+                )
+    for later, surge in enumerate(scenario.surges):
+        for earlier in range(later):
+            other_surge = scenario.surges[earlier]
+            same_model = (
+                surge.model is None or other_surge.model is None or surge.model == other_surge.model
+            )
+            if same_model and (surge.start < other_surge.end and other_surge.start < surge.end):
+                raise ConfigError(
+                    f"{where(path, lines, ('surges', later, 'start'))}: surge {later} overlaps "
+                    f"surge {earlier} for the same model; merge them into one multiplier"
                 )
 
 
@@ -251,24 +262,26 @@ def parse_scenario(
     data: Any, path: str | Path = "scenario", lines: dict[Loc, int] | None = None
 ) -> Scenario:
     """Validate scenario data; errors name the file, line and key."""
-    ln = lines or {}
+    lines = lines or {}
     if data is None:
         data = {}
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: a scenario must be a mapping of keys (name, outages, ...)")
     try:
-        sc = Scenario.model_validate(data)
+        scenario = Scenario.model_validate(data)
     except ValidationError as e:
-        err = e.errors()[0]
+        error = e.errors()[0]
         loc: Loc = tuple(
-            x for x in err["loc"] if not (isinstance(x, str) and x.startswith("function"))
+            part
+            for part in error["loc"]
+            if not (isinstance(part, str) and part.startswith("function"))
         )
-        msg = err["msg"].removeprefix("Value error, ")
-        if err["type"] == "extra_forbidden":
-            msg = "unknown key"
-        raise ConfigError(f"{where(path, ln, loc)}: {msg}") from e
-    _overlaps(sc, path, ln)
-    return sc
+        message = error["msg"].removeprefix("Value error, ")
+        if error["type"] == "extra_forbidden":
+            message = "unknown key"
+        raise ConfigError(f"{where(path, lines, loc)}: {message}") from e
+    _overlaps(scenario, path, lines)
+    return scenario
 
 
 def load_scenario(path: str | Path) -> tuple[Scenario, dict[Loc, int]]:

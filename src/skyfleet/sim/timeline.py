@@ -51,89 +51,90 @@ class Timeline:
     lockouts: list[tuple[str, float, float]] = field(default_factory=list)  # provider, [start,end)
     outages: list[OutageSpan] = field(default_factory=list)
 
-    def up_factor(self, group: int, t0: float, t1: float) -> float:
-        """Mean fraction of the group's replicas up over [t0, t1)."""
-        f = 1.0
-        for d in self.downs:
-            if d.group != group or d.end <= t0 or d.start >= t1:
-                continue
-            overlap = (min(d.end, t1) - max(d.start, t0)) / (t1 - t0)
-            f *= 1.0 - d.fraction * overlap
-        return f
-
     def up_matrix(self, n_groups: int, edges: np.ndarray) -> np.ndarray:
         """[steps, groups] mean up fraction per step (vectorised over steps)."""
-        t0, t1 = edges[:-1], edges[1:]
-        out = np.ones((len(t0), n_groups))
-        for d in self.downs:
-            overlap = np.clip(np.minimum(d.end, t1) - np.maximum(d.start, t0), 0, None) / (t1 - t0)
-            out[:, d.group] *= 1.0 - d.fraction * overlap
+        starts, ends = edges[:-1], edges[1:]
+        out = np.ones((len(starts), n_groups))
+        for down in self.downs:
+            overlap = np.clip(
+                np.minimum(down.end, ends) - np.maximum(down.start, starts), 0, None
+            ) / (ends - starts)
+            out[:, down.group] *= 1.0 - down.fraction * overlap
         return out
 
     def surge_factor(self, model: str, edges: np.ndarray) -> np.ndarray:
         """[steps] mean demand multiplier per step for a model."""
-        t0, t1 = edges[:-1], edges[1:]
-        out = np.ones(len(t0))
-        for m, s, e, mult in self.surges:
-            if m is not None and m != model:
+        starts, ends = edges[:-1], edges[1:]
+        out = np.ones(len(starts))
+        for surged, start, end, multiplier in self.surges:
+            if surged is not None and surged != model:
                 continue
-            overlap = np.clip(np.minimum(e, t1) - np.maximum(s, t0), 0, None) / (t1 - t0)
-            out *= 1.0 + (mult - 1.0) * overlap
+            overlap = np.clip(np.minimum(end, ends) - np.maximum(start, starts), 0, None) / (
+                ends - starts
+            )
+            out *= 1.0 + (multiplier - 1.0) * overlap
         return out
 
-    def surge_at(self, model: str, t: float) -> float:
+    def surge_at(self, model: str, now: float) -> float:
         out = 1.0
-        for m, s, e, mult in self.surges:
-            if (m is None or m == model) and s <= t < e:
-                out *= mult
+        for surged, start, end, multiplier in self.surges:
+            if (surged is None or surged == model) and start <= now < end:
+                out *= multiplier
         return out
 
-    def locked(self, provider: str, t: float) -> bool:
-        return any(p == provider and s <= t < e for p, s, e in self.lockouts)
+    def locked(self, provider: str, now: float) -> bool:
+        return any(
+            locked == provider and start <= now < end for locked, start, end in self.lockouts
+        )
 
 
 def resolve(scenario: Scenario, fleet: Fleet, horizon: float | None = None) -> Timeline:
     """Map the scenario's provider names and times onto the fleet's groups."""
-    h = horizon or scenario.horizon or fleet.horizon_s
-    tl = Timeline(h)
+    timeline = Timeline(horizon or scenario.horizon or fleet.horizon_s)
     load = scenario.provisioning.model_load
-    for o in scenario.outages:
-        provider = fleet.largest_provider() if o.provider == LARGEST else o.provider
-        region = o.region
+    for outage in scenario.outages:
+        provider = fleet.largest_provider() if outage.provider == LARGEST else outage.provider
+        region = outage.region
         if region == LARGEST:
             region = fleet.largest_region(None if provider == ALL else provider)[1]
-        end = o.end + (load if o.kind == "capacity" else 0.0)
-        tl.outages.append(
+        end = outage.end + (load if outage.kind == "capacity" else 0.0)
+        label = outage.label
+        timeline.outages.append(
             OutageSpan(
-                o.label if o.provider != LARGEST else o.label.replace(LARGEST, provider),
+                label if outage.provider != LARGEST else label.replace(LARGEST, provider),
                 provider,
-                o.start,
-                o.end,
-                o.fraction,
+                outage.start,
+                outage.end,
+                outage.fraction,
             )
         )
-        for i, g in enumerate(fleet.groups):
-            if provider != ALL and g.provider != provider:
+        fails = outage.in_flight == "fail"
+        for index, group in enumerate(fleet.groups):
+            if provider != ALL and group.provider != provider:
                 continue
-            if region and g.region != region:
+            if region and group.region != region:
                 continue
-            if o.model and g.model != o.model:
+            if outage.model and group.model != outage.model:
                 continue
-            tl.downs.append(
-                Down(i, o.start, end, o.fraction, o.label, fails_in_flight=o.in_flight == "fail")
+            timeline.downs.append(
+                Down(index, outage.start, end, outage.fraction, label, fails_in_flight=fails)
             )
-        if o.kind == "control_plane":
-            for p in sorted(fleet.providers) if provider == ALL else [provider]:
-                tl.lockouts.append((p, o.start, o.end))
-    for pre in scenario.preemptions:
+        if outage.kind == "control_plane":
+            for locked in sorted(fleet.providers) if provider == ALL else [provider]:
+                timeline.lockouts.append((locked, outage.start, outage.end))
+    for preemption in scenario.preemptions:
         back = (
-            pre.at + scenario.provisioning.total
+            preemption.at + scenario.provisioning.total
             if scenario.autoscaling.replace_preempted
             else math.inf
         )
-        for i, g in enumerate(fleet.groups):
-            if g.spot and (pre.provider is None or pre.provider == g.provider):
-                tl.downs.append(Down(i, pre.at, back, pre.fraction, "spot preemption"))
-    for s in scenario.surges:
-        tl.surges.append((s.model, s.start, s.end, s.multiplier))
-    return tl
+        for index, group in enumerate(fleet.groups):
+            if group.spot and (
+                preemption.provider is None or preemption.provider == group.provider
+            ):
+                timeline.downs.append(
+                    Down(index, preemption.at, back, preemption.fraction, "spot preemption")
+                )
+    for surge in scenario.surges:
+        timeline.surges.append((surge.model, surge.start, surge.end, surge.multiplier))
+    return timeline

@@ -57,85 +57,84 @@ class Trace:
 
     def rate_series(self, step: float, horizon: float, daily_volume: float | None) -> np.ndarray:
         """Requests/s in each `step` bin over `horizon` (the trace repeats if shorter)."""
-        k = 1.0 if daily_volume is None else self.scale_for(daily_volume)
+        scale = 1.0 if daily_volume is None else self.scale_for(daily_volume)
         nbins = int(np.ceil(horizon / step))
         period = self.span
         reps = int(np.ceil(horizon / period))
-        t = (self.times[None, :] + period * np.arange(reps)[:, None]).ravel()
-        t = t[t < horizon]
-        counts = np.bincount((t // step).astype(np.int64), minlength=nbins)[:nbins]
-        return counts.astype(float) * k / step
+        times = (self.times[None, :] + period * np.arange(reps)[:, None]).ravel()
+        times = times[times < horizon]
+        counts = np.bincount((times // step).astype(np.int64), minlength=nbins)[:nbins]
+        return counts.astype(float) * scale / step
 
     def mean_sizes(self) -> tuple[float, float]:
         return float(self.input_tokens.mean()), float(self.output_tokens.mean())
 
 
-def _parse_time(s: str) -> float:
+def _parse_time(text: str) -> float:
     try:
-        return float(s)
+        return float(text)
     except ValueError:
-        return datetime.fromisoformat(s.strip()[:26]).timestamp()
+        return datetime.fromisoformat(text.strip()[:26]).timestamp()
 
 
 def load_trace(path: str | Path) -> Trace:
     """Read a trace CSV; errors name the file, the line and the column."""
-    p = Path(path)
+    file = Path(path)
     try:
-        fh = p.open(newline="")
+        handle = file.open(newline="")
     except OSError as e:
-        raise ConfigError(f"{p}: cannot read trace: {e.strerror}") from e
-    with fh:
-        reader = csv.reader(fh)
+        raise ConfigError(f"{file}: cannot read trace: {e.strerror}") from e
+    with handle:
+        reader = csv.reader(handle)
         header = next(reader, None)
         if not header:
             raise ConfigError(
-                f"{p}:1: empty trace; expected a header 'timestamp,input_tokens,output_tokens'"
+                f"{file}:1: empty trace; expected a header 'timestamp,input_tokens,output_tokens'"
             )
-        low = [h.strip().lower() for h in header]
-        cols: dict[str, int] = {}
-        for want, names in _ALIASES.items():
-            for n in names:
-                if n in low:
-                    cols[want] = low.index(n)
+        lowered = [name.strip().lower() for name in header]
+        columns: dict[str, int] = {}
+        for want, aliases in _ALIASES.items():
+            for alias in aliases:
+                if alias in lowered:
+                    columns[want] = lowered.index(alias)
                     break
-        missing = [w for w in _ALIASES if w not in cols]
+        missing = [want for want in _ALIASES if want not in columns]
         if missing:
             raise ConfigError(
-                f"{p}:1: trace is missing column(s) {', '.join(missing)}; the header has "
-                f"{', '.join(h.strip() for h in header)} "
+                f"{file}:1: trace is missing column(s) {', '.join(missing)}; the header has "
+                f"{', '.join(name.strip() for name in header)} "
                 "(expected timestamp,input_tokens,output_tokens)"
             )
-        ts: list[float] = []
-        ins: list[float] = []
-        outs: list[float] = []
+        stamps: list[float] = []
+        inputs: list[float] = []
+        outputs: list[float] = []
         for lineno, row in enumerate(reader, start=2):
-            if not row or all(not c.strip() for c in row):
+            if not row or all(not cell.strip() for cell in row):
                 continue
             try:
-                t = _parse_time(row[cols["timestamp"]])
+                stamp = _parse_time(row[columns["timestamp"]])
             except (ValueError, IndexError):
                 raise ConfigError(
-                    f"{p}:{lineno}: column 'timestamp': not a number of seconds or an ISO time"
+                    f"{file}:{lineno}: column 'timestamp': not a number of seconds or an ISO time"
                 ) from None
-            vals = []
-            for c in ("input_tokens", "output_tokens"):
+            tokens = []
+            for column in ("input_tokens", "output_tokens"):
                 try:
-                    v = float(row[cols[c]])
+                    value = float(row[columns[column]])
                 except (ValueError, IndexError):
-                    raise ConfigError(f"{p}:{lineno}: column '{c}': not a number") from None
-                if v < 0 or (c == "output_tokens" and v < 1):
-                    raise ConfigError(
-                        f"{p}:{lineno}: column '{c}': must be ≥ {int(c == 'output_tokens')}"
-                    )
-                vals.append(v)
-            ts.append(t)
-            ins.append(vals[0])
-            outs.append(vals[1])
-    if not ts:
-        raise ConfigError(f"{p}: the trace has a header but no requests")
-    order = np.argsort(np.asarray(ts), kind="stable")
-    tt = np.asarray(ts)[order]
-    return Trace(tt - tt[0], np.asarray(ins)[order], np.asarray(outs)[order], str(p))
+                    raise ConfigError(f"{file}:{lineno}: column '{column}': not a number") from None
+                minimum = int(column == "output_tokens")
+                if value < 0 or (column == "output_tokens" and value < 1):
+                    raise ConfigError(f"{file}:{lineno}: column '{column}': must be ≥ {minimum}")
+                tokens.append(value)
+            stamps.append(stamp)
+            inputs.append(tokens[0])
+            outputs.append(tokens[1])
+    if not stamps:
+        raise ConfigError(f"{file}: the trace has a header but no requests")
+    order = np.argsort(np.asarray(stamps), kind="stable")
+    times = np.asarray(stamps)[order]
+    return Trace(times - times[0], np.asarray(inputs)[order], np.asarray(outputs)[order], str(file))
 
 
 def sample_trace_path() -> Path:
@@ -147,8 +146,8 @@ def replay_arrivals(
     trace: Trace, daily_volume: float | None, horizon: float, rng: np.random.Generator
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Request-level arrivals (times, input, output) from a trace rescaled to a daily volume."""
-    times, idx = replay_index(trace, daily_volume, horizon, rng)
-    return times, trace.input_tokens[idx], trace.output_tokens[idx]
+    times, source = replay_index(trace, daily_volume, horizon, rng)
+    return times, trace.input_tokens[source], trace.output_tokens[source]
 
 
 def replay_index(
@@ -157,17 +156,20 @@ def replay_index(
     """Request-level arrival times from a trace rescaled to a daily volume, and for each the
     index of the trace request it replays (sorted by time). Without a daily volume every
     trace request is replayed once, at its own time (a scripted load)."""
-    k = 1.0 if daily_volume is None else trace.scale_for(daily_volume)
+    scale = 1.0 if daily_volume is None else trace.scale_for(daily_volume)
     reps = int(np.ceil(horizon / trace.span))
-    t = (trace.times[None, :] + trace.span * np.arange(reps)[:, None]).ravel()
-    src = np.tile(np.arange(len(trace)), reps)
-    keep = t < horizon
-    t, src = t[keep], src[keep]
-    copies = np.floor(k).astype(np.int64) + (rng.random(len(t)) < (k - np.floor(k)))
-    idx = np.repeat(np.arange(len(t)), copies)
+    starts = (trace.times[None, :] + trace.span * np.arange(reps)[:, None]).ravel()
+    source = np.tile(np.arange(len(trace)), reps)
+    keep = starts < horizon
+    starts, source = starts[keep], source[keep]
+    copies = np.floor(scale).astype(np.int64) + (
+        rng.random(len(starts)) < (scale - np.floor(scale))
+    )
+    copy_of = np.repeat(np.arange(len(starts)), copies)
     # the copies of a trace request spread over the gap to the next one: the local rate is
     # k / gap, so the trace's bursts (short gaps) stay bursts without instant clumps
-    gaps = np.diff(t, append=t[-1] + (trace.span / max(len(trace), 1))) if len(t) else t
-    times = t[idx] + rng.random(len(idx)) * (gaps[idx] if k > 1 else 0.0)
+    last_gap = trace.span / max(len(trace), 1)
+    gaps = np.diff(starts, append=starts[-1] + last_gap) if len(starts) else starts
+    times = starts[copy_of] + rng.random(len(copy_of)) * (gaps[copy_of] if scale > 1 else 0.0)
     order = np.argsort(times, kind="stable")
-    return times[order], src[idx][order]
+    return times[order], source[copy_of][order]
