@@ -7,6 +7,7 @@ names the file, the key path (`endpoints[2].capacity`) and what was expected.
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import os
 import re
@@ -472,6 +473,14 @@ def _check_files(cfg: FleetConfig, src: str) -> tuple[FleetConfig, list[tuple[st
     errs: list[tuple[str, str]] = []
     eps = list(cfg.endpoints)
     for i, e in enumerate(eps):
+        lib = {"bedrock": "botocore", "vertex": "google.auth"}.get(e.kind)
+        if lib is not None and importlib.util.find_spec(lib.split(".")[0]) is None:
+            errs.append(
+                (
+                    f"endpoints[{i}].kind",
+                    f"kind {e.kind} needs {lib}: pip install 'skyfleet[providers]'",
+                )
+            )
         if e.vertex is None:
             continue
         path = Path(e.vertex.credentials_file).expanduser()

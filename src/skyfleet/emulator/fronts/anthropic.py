@@ -210,7 +210,8 @@ class AnthropicFront(Front):
 
     def error(self, e: ApiError) -> web.Response:
         etype = TYPES.get(e.status, "api_error")
-        body = {"type": "error", "error": {"type": etype, "message": e.message}}
+        msg = "Overloaded" if etype == "overloaded_error" else e.message
+        body = {"type": "error", "error": {"type": etype, "message": msg}}
         headers = {"request-id": "req_" + uuid.uuid4().hex[:24], **e.headers}
         if "Retry-After" in headers:
             headers["retry-after"] = headers.pop("Retry-After")
