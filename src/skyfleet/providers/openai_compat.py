@@ -38,6 +38,8 @@ def with_model(obj: dict[str, Any], model: str, stream: bool, include_usage: boo
     """The client's body for an OpenAI-format upstream: its model, usage asked for."""
     o = dict(obj)
     o["model"] = model
+    if stream:
+        o["stream"] = True
     if stream and include_usage:
         so = dict(o.get("stream_options") or {})
         so["include_usage"] = True
