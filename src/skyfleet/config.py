@@ -264,20 +264,24 @@ class EndpointConfig(_Strict):
             return data
         kind = data.get("kind", "openai")
         block = data.get(KIND_BLOCKS.get(kind, ""))
+        if kind in ("azure_openai", "vertex", "bedrock") and block is None:
+            need = KIND_BLOCKS[kind]
+            raise ValueError(f"kind {kind} needs a '{need}' block (see docs/config.md)")
         d = dict(data)
-        if isinstance(block, dict):
-            if kind == "bedrock" and isinstance(block.get("region"), str):
-                d.setdefault("url", f"https://bedrock-runtime.{block['region']}.amazonaws.com")
-                d.setdefault("region", block["region"])
-            elif kind == "vertex" and isinstance(block.get("location"), str):
-                loc = block["location"]
-                host = "aiplatform.googleapis.com"
-                d.setdefault(
-                    "url", f"https://{host}" if loc == "global" else f"https://{loc}-{host}"
-                )
-                d.setdefault("region", loc)
-            elif kind == "azure_openai" and isinstance(block.get("deployment"), str):
-                d.setdefault("model", block["deployment"])
+        b: dict[str, Any] = block if isinstance(block, dict) else {}
+        url = None
+        if kind == "bedrock" and isinstance(b.get("region"), str):
+            url = f"https://bedrock-runtime.{b['region']}.amazonaws.com"
+            d.setdefault("region", b["region"])
+        elif kind == "vertex" and isinstance(b.get("location"), str):
+            loc, host = b["location"], "aiplatform.googleapis.com"
+            url = f"https://{host}" if loc == "global" else f"https://{loc}-{host}"
+            d.setdefault("region", loc)
+        elif kind == "azure_openai" and isinstance(b.get("deployment"), str):
+            d.setdefault("model", b["deployment"])
+        if kind in ("vertex", "bedrock"):
+            # without a region the block's own error is the one to report, not `url`
+            d.setdefault("url", url or "https://region-missing.invalid")
         if kind == "anthropic":
             d.setdefault("url", "https://api.anthropic.com")
         return d
@@ -538,14 +542,14 @@ def _format_validation(e: ValidationError, src: str) -> str:
     lines = []
     for err in e.errors():
         loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
-        msg = err["msg"]
+        msg = str(err["msg"]).removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
             msg = "unknown key (check spelling; see docs/config.md)"
         elif err["type"] == "missing":
             msg = "required key is missing"
         got = err.get("input")
         show = err["type"] not in ("missing", "extra_forbidden") and not isinstance(got, dict)
-        if isinstance(got, str) and any(k in str(loc) for k in _SECRET_KEYS):
+        if any(k in str(loc) for k in _SECRET_KEYS):
             show = False  # never echo secrets
         lines.append(f"{_loc(loc)}: {msg}" + (f" (got {got!r})" if show else ""))
     head = f"{src}: " if len(lines) == 1 else f"{src}: {len(lines)} errors:\n  "
