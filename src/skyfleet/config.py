@@ -266,7 +266,7 @@ class EndpointConfig(_Strict):
         block = data.get(KIND_BLOCKS.get(kind, ""))
         if kind in ("azure_openai", "vertex", "bedrock") and block is None:
             need = KIND_BLOCKS[kind]
-            raise ValueError(f"kind {kind} needs a '{need}' block (see docs/config.md)")
+            raise ValueError(f"kind {kind} needs the '{need}' block (see docs/config.md)")
         d = dict(data)
         b: dict[str, Any] = block if isinstance(block, dict) else {}
         url = None
@@ -293,7 +293,7 @@ class EndpointConfig(_Strict):
             if block != need and getattr(self, block) is not None:
                 raise ValueError(f"key '{block}' applies to kind {kind} only (this is {self.kind})")
         if need in ("azure", "vertex", "bedrock") and getattr(self, need) is None:
-            raise ValueError(f"kind {self.kind} needs a '{need}' block (see docs/config.md)")
+            raise ValueError(f"kind {self.kind} needs the '{need}' block (see docs/config.md)")
         if self.kind == "anthropic" and self.api_key is None:
             raise ValueError("kind anthropic needs api_key (sent as x-api-key)")
         if self.kind == "azure_openai":
