@@ -208,6 +208,13 @@ class BedrockConfig(_Strict):
     session_token: SecretStr | None = None
     profile: str | None = None
 
+    @field_validator(
+        "access_key_id", "secret_access_key", "session_token", "profile", mode="before"
+    )
+    @classmethod
+    def _empty(cls, v: object) -> object:
+        return None if v == "" else v  # `${AWS_SESSION_TOKEN:-}` unset: none
+
     @model_validator(mode="after")
     def _pair(self) -> BedrockConfig:
         if (self.access_key_id is None) != (self.secret_access_key is None):
@@ -292,8 +299,6 @@ class EndpointConfig(_Strict):
         for kind, block in KIND_BLOCKS.items():
             if block != need and getattr(self, block) is not None:
                 raise ValueError(f"key '{block}' applies to kind {kind} only (this is {self.kind})")
-        if need in ("azure", "vertex", "bedrock") and getattr(self, need) is None:
-            raise ValueError(f"kind {self.kind} needs the '{need}' block (see docs/config.md)")
         if self.kind == "anthropic" and self.api_key is None:
             raise ValueError("kind anthropic needs api_key (sent as x-api-key)")
         if self.kind == "azure_openai":

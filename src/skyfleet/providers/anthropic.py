@@ -24,7 +24,7 @@ from skyfleet.providers.base import (
     make_error,
     retry_after,
 )
-from skyfleet.providers.chat import Chat, Image, Message, read_chat
+from skyfleet.providers.chat import Chat, Image, Message, read_chat, text
 from skyfleet.providers.common import TranslatingAdapter, json_args, loads
 from skyfleet.providers.openai_out import DONE, ChunkWriter, chat_completion, choice, tool_call
 from skyfleet.providers.sse import SSEParser
@@ -83,7 +83,7 @@ def messages(msgs: list[Message]) -> list[dict[str, Any]]:
             block = {
                 "type": "tool_result",
                 "tool_use_id": m.tool_call_id,
-                "content": "".join(p for p in m.parts if isinstance(p, str)),
+                "content": text(m.parts),
             }
             if out and out[-1]["role"] == "user" and out[-1].get("_tools"):
                 out[-1]["content"].append(block)

@@ -33,7 +33,7 @@ from skyfleet.providers.base import (
     header,
     make_error,
 )
-from skyfleet.providers.chat import Chat, Image, Message, read_chat
+from skyfleet.providers.chat import Chat, Image, Message, read_chat, text
 from skyfleet.providers.common import TranslatingAdapter, json_args, loads
 from skyfleet.providers.openai_out import DONE, ChunkWriter, chat_completion, choice, tool_call
 
@@ -98,9 +98,9 @@ def messages(msgs: list[Message]) -> list[dict[str, Any]]:
     for i, m in enumerate(msgs):
         where = f"messages[{i}].content"
         if m.role == "tool":
-            text = "".join(p for p in m.parts if isinstance(p, str))
             role = "user"
-            blocks = [{"toolResult": {"toolUseId": m.tool_call_id, "content": [{"text": text}]}}]
+            result = [{"text": text(m.parts)}]
+            blocks = [{"toolResult": {"toolUseId": m.tool_call_id, "content": result}}]
         else:
             role = m.role
             blocks = [_block(p, where) for p in m.parts if not (isinstance(p, str) and not p)]

@@ -42,10 +42,6 @@ def json_args(arguments: str, param: str, provider: str) -> Any:
     return v
 
 
-def tool_content(parts: list[Any]) -> str:
-    return "".join(p for p in parts if isinstance(p, str))
-
-
 class TranslatingAdapter:
     """Base of the adapters whose provider speaks its own protocol (chat only)."""
 

@@ -31,7 +31,7 @@ from skyfleet.providers.base import (
     client_status,
     make_error,
 )
-from skyfleet.providers.chat import Chat, Image, Message, read_chat, tool_names
+from skyfleet.providers.chat import Chat, Image, Message, read_chat, text, tool_names
 from skyfleet.providers.common import TranslatingAdapter, json_args, loads
 from skyfleet.providers.openai_out import DONE, ChunkWriter, chat_completion, choice, tool_call
 from skyfleet.providers.sse import SSEParser
@@ -117,8 +117,8 @@ def contents(msgs: list[Message]) -> list[dict[str, Any]]:
                     "(Vertex needs the function's name)",
                     f"messages[{i}].tool_call_id",
                 )
-            text = "".join(p for p in m.parts if isinstance(p, str))
-            parts = [{"functionResponse": {"name": name, "response": _function_response(text)}}]
+            resp = _function_response(text(m.parts))
+            parts = [{"functionResponse": {"name": name, "response": resp}}]
         else:
             role = "model" if m.role == "assistant" else "user"
             parts = [

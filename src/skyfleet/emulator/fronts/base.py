@@ -8,7 +8,6 @@ its timing, metrics and fault schedule are the same for every front.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -163,10 +162,6 @@ class Front:
             None,
             "context_length_exceeded",
         )
-
-
-def approx_tokens(text: str) -> int:
-    return math.ceil(len(text) / CHARS_PER_TOKEN)
 
 
 def json_body(raw: bytes) -> dict[str, Any]:

@@ -17,7 +17,7 @@ from typing import Any
 
 from aiohttp import web
 
-from skyfleet.emulator.api import ApiError, context_error, parse_generation, usage
+from skyfleet.emulator.api import ApiError, context_error, parse_generation, parse_json, usage
 from skyfleet.emulator.fronts.base import (
     Finish,
     Front,
@@ -147,7 +147,7 @@ class OpenAIFront(Front):
         return [web.post("/v1/chat/completions", handler), web.post("/v1/completions", handler)]
 
     async def parse(self, request: web.Request) -> Job:
-        body = json_body(await request.read())
+        body = parse_json(await request.read())  # the emulator's own messages, as before
         chat = request.path.endswith("/chat/completions")
         req = parse_generation(body, chat)
         return Job(req, tool_plan(body) if chat else None, exact=True)
