@@ -83,7 +83,11 @@ def test_multiprovider_example(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) 
             "endpoints[0].bedrock.region",
             "required key is missing",
         ),
-        ({"kind": "bedrock", "model": "m"}, "endpoints[0]", "kind bedrock needs the 'bedrock' block"),
+        (
+            {"kind": "bedrock", "model": "m"},
+            "endpoints[0]",
+            "kind bedrock needs the 'bedrock' block",
+        ),
         (
             {"kind": "bedrock", "model": "m", "bedrock": {"region": "Virginia"}},
             "endpoints[0].bedrock.region",
