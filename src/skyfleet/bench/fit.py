@@ -14,6 +14,11 @@ streams one token per chunk:
   the quadratic term if asked) *and* the per-request client/network overhead, which is
   reported separately: the profile describes the engine, not the network path.
 
+No profile — when the closed-loop runs kept several requests in flight but the engine
+decoded about one at a time (`serial_batch`: it queues instead of batching, as
+llama-cpp-python's server does), a profile's batch terms would be invented: the fit is
+`withheld` and a warning reports what was measured at batch 1.
+
 Fallback — **TPOT**, when no iterations are visible (several tokens per chunk, or a
 non-streaming run): prefill is the probes' TTFT line (the overhead stays in
 prefill_base_s), and each run gives one decode point (B, C, step) with B from Little's
@@ -47,6 +52,7 @@ TIMING_PARAMS = (
     "decode_per_ctx_token_s",
 )  # what a sweep fits (prefill_quad_s too when asked)
 MIN_GROUP = 3  # iterations a group needs to count
+SERIAL_BATCH = 1.5  # a loaded run whose decode batch stays below this: no batching
 CONTEXT_BIN = math.log(1.1)  # context per sequence grouped in 10 % steps
 
 
@@ -61,6 +67,7 @@ class Fit:
     client_overhead_s: float | None = None  # per request, client + network; None if unknown
     iterations: int = 0  # engine iterations observed
     warnings: list[str] = field(default_factory=list)
+    withheld: bool = False  # the runs cannot determine the profile: do not use or save it
 
 
 def robust_mean(xs: Sequence[float]) -> float:
@@ -206,9 +213,66 @@ def _fit_from_tpot(base: Profile, points: Sequence[SweepPoint], quadratic: bool)
     return fit
 
 
+def serial_batch(points: Sequence[SweepPoint]) -> tuple[float, int] | None:
+    """(largest decode batch, client concurrency) when the closed-loop runs kept several
+    requests in flight but the engine decoded about one at a time — it queues requests
+    instead of batching them (llama-cpp-python's server does). None otherwise."""
+    loaded = [p for p in points if p.kind in ("throughput", "context") and p.summary.completed]
+    conc = max((p.summary.max_concurrency for p in loaded), default=0)
+    seen = [
+        b
+        for p in loaded
+        for b in (p.observed_batch, p.decode_batch)
+        if b is not None and math.isfinite(b)
+    ]
+    if conc >= 2 and seen and max(seen) < SERIAL_BATCH:
+        return max(seen), conc
+    return None
+
+
+def _serial_fit(base: Profile, points: Sequence[SweepPoint], batch: float, conc: int) -> Fit:
+    """No profile for an engine that does not batch: say what was measured instead."""
+    fit = Fit(base, "none", withheld=True)
+    fit.prefill_points = [PrefillPoint(tokens=n, seconds=t) for n, t, _ in _probes(points)]
+    sync = next((p.summary for p in points if p.kind == "synchronous"), None)
+    at1 = ""
+    if sync is not None and sync.ttft.count:
+        at1 = (
+            f"; one request at a time it measured TTFT p50 {sync.ttft.p50 * 1e3:.1f} ms and "
+            f"TPOT {sync.tpot.mean * 1e3:.2f} ms (client overhead included)"
+        )
+    fit.warnings.append(
+        f"the endpoint decoded one sequence at a time although the bench kept {conc} requests "
+        f"in flight (decode batch ≤ {batch:.2f}): it queues requests instead of batching them, "
+        "so the decode step's per-sequence term and the batched capacity a profile implies "
+        f"cannot be measured — no profile is fitted or written{at1}. Use the sweep's max rate "
+        "at the SLO for this endpoint instead."
+    )
+    return fit
+
+
+def _no_usage(points: Sequence[SweepPoint]) -> list[str]:
+    if any(p.usage_share == 0.0 for p in points):
+        return [
+            "the endpoint's streams carry no usage (it ignores stream_options.include_usage): "
+            "output tokens were counted as content chunks, so TPOT, ITL and the engine "
+            "iterations assume one token per chunk"
+        ]
+    return []
+
+
 def fit_from_sweep(base: Profile, points: Sequence[SweepPoint], quadratic: bool = False) -> Fit:
-    """Fit `base`'s timing to a sweep's runs (module doc); KV capacity and engine kept."""
+    """Fit `base`'s timing to a sweep's runs (module doc); KV capacity and engine kept.
+
+    An engine that never batched (`serial_batch`) gets no profile (`withheld`), only a
+    warning with what was measured."""
     iters = [it for p in points for it in p.iterations]
+    serial = serial_batch(points)
+    if serial is not None:
+        withheld = _serial_fit(base, points, *serial)
+        withheld.iterations = len(iters)
+        withheld.warnings.extend(_no_usage(points))
+        return withheld
     fit = _fit_from_iterations(base, points, iters, quadratic)
     if fit is None:
         fit = _fit_from_tpot(base, points, quadratic)
@@ -220,6 +284,7 @@ def fit_from_sweep(base: Profile, points: Sequence[SweepPoint], quadratic: bool 
         )
     fit.profile = fit.profile.model_copy(update={"source": "bench"})
     fit.warnings.extend(_other_traffic(points))
+    fit.warnings.extend(_no_usage(points))
     return fit
 
 

@@ -47,6 +47,7 @@ class SweepPoint:
     scraped_batch: float | None
     iterations: list[Iteration] = field(default_factory=list, repr=False)
     observed_batch: float | None = None  # mean decode batch seen, over the measured window
+    usage_share: float | None = None  # of streamed requests whose stream reported usage
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -57,6 +58,7 @@ class SweepPoint:
             "decode_batch_observed": self.observed_batch,
             "iterations_observed": len(self.iterations),
             "running_batch_scraped": self.scraped_batch,
+            "stream_usage_share": self.usage_share,
             "summary": self.summary.as_dict(),
         }
 
@@ -181,9 +183,11 @@ async def sweep(
         s = rr.summary(cfg.slo, time_scale=ts)
         scraped = rr.mean_batch()
         its = observe_iterations(rr.results, ts)
+        streamed = [r for r in rr.results if r.ttft is not None]
         pt = SweepPoint(
             kind, rate, s, s.meets(cfg.slo, cfg.percentile), decode_batch(s), scraped, its,
             mean_batch(its, rr.measured_window(), ts),
+            sum(r.usage_reported for r in streamed) / len(streamed) if streamed else None,
         )  # fmt: skip
         warnings.extend(w for w in rr.warnings if w not in warnings)
         points.append(pt)
@@ -303,7 +307,8 @@ async def sweep(
     )  # fmt: skip
     if base is not None and points:
         fit = fit_from_sweep(base, points, cfg.quadratic_prefill)
-        result.profile, result.fit_method = fit.profile, fit.method
+        result.profile = None if fit.withheld else fit.profile
+        result.fit_method = fit.method
         result.client_overhead_s = fit.client_overhead_s
         result.prefill_points, result.decode_points = fit.prefill_points, fit.decode_points
         result.warnings.extend(fit.warnings)

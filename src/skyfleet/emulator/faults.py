@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from skyfleet.errors import ConfigError
 from skyfleet.yamlio import read_yaml
 
-FaultKind = Literal["down", "error", "slow", "hang", "cut", "throttle", "clear"]
+FaultKind = Literal["down", "error", "slow", "hang", "cut", "throttle", "filter", "clear"]
 
 
 class Fault(BaseModel):
@@ -46,6 +46,7 @@ PARAMS: dict[str, tuple[str, ...]] = {  # the parameters that matter for each ki
     "hang": (),
     "cut": ("cut_after_tokens",),
     "throttle": ("retry_after_s",),
+    "filter": (),
     "clear": (),
 }
 

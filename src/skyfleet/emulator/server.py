@@ -15,25 +15,17 @@ release, loop lag included.
 from __future__ import annotations
 
 import asyncio
-import json
 import random
 import time
-import uuid
 from time import perf_counter as clock
-from typing import Any
 
 from aiohttp import web
 
-from skyfleet.emulator.api import (
-    ApiError,
-    GenRequest,
-    context_error,
-    parse_generation,
-    parse_json,
-    usage,
-)
+from skyfleet.emulator.api import ApiError, parse_json
 from skyfleet.emulator.engine import Engine, Sequence
 from skyfleet.emulator.faults import Fault, FaultSet, parse_fault
+from skyfleet.emulator.fronts.base import Front, Renderer
+from skyfleet.emulator.fronts.openai import OpenAIFront
 from skyfleet.emulator.metrics import EngineMetrics
 from skyfleet.emulator.tokens import WordStream, draw_output_tokens
 from skyfleet.errors import SkyfleetError
@@ -73,7 +65,8 @@ class Stream:
 
 
 class EmulatorServer:
-    """OpenAI-compatible emulated engine for one profile."""
+    """An emulated engine for one profile, speaking one provider's API (`front`; OpenAI by
+    default)."""
 
     def __init__(
         self,
@@ -83,11 +76,13 @@ class EmulatorServer:
         time_scale: float = 1.0,
         seed: int = 0,
         faults: list[Fault] | None = None,
+        front: Front | None = None,
     ) -> None:
         if time_scale <= 0:
             raise SkyfleetError("--time-scale must be > 0")
         self.profile = profile
         self.model_name = served_model_name or profile.model
+        self.front = front or OpenAIFront()
         self.scale = time_scale
         self.seed = seed
         self.engine = Engine(profile)
@@ -104,8 +99,8 @@ class EmulatorServer:
         self.app = web.Application(client_max_size=32 * 1024 * 1024)
         self.app.add_routes(
             [
-                web.post("/v1/chat/completions", self._chat),
-                web.post("/v1/completions", self._completions),
+                *self.front.routes(self._generate),
+                *self.front.extra_routes(),
                 web.get("/v1/models", self._models),
                 web.get("/health", self._health),
                 web.get("/metrics", self._metrics),
@@ -219,14 +214,16 @@ class EmulatorServer:
     async def _gate(self, request: web.Request, health: bool = False) -> web.StreamResponse | None:
         """Apply request-level faults; a response (or abort) when the request is hit.
 
-        `health=True` (GET /health, /v1/models) applies only `down`."""
+        `health=True` (GET /health, /v1/models) applies only `down`, in OpenAI's format;
+        generation requests get the front's (the provider's) error format."""
         now = self.now()
+        render = self._error if health else self.front.error
         down = self.faults.first("down", now)
         if down is not None and self._hit(down):
             if down.mode == "refuse":
                 _abort(request)
                 return web.Response(status=503)
-            return self._error(
+            return render(
                 ApiError(
                     503, "engine is down (injected fault)", None, "unavailable", "server_error"
                 )
@@ -240,7 +237,7 @@ class EmulatorServer:
             return web.Response(status=503)
         thr = self.faults.first("throttle", now)
         if thr is not None and self._hit(thr):
-            return self._error(
+            return render(
                 ApiError(
                     429,
                     "rate limit exceeded (injected fault)",
@@ -252,7 +249,7 @@ class EmulatorServer:
             )
         err = self.faults.first("error", now)
         if err is not None and self._hit(err):
-            return self._error(
+            return render(
                 ApiError(
                     err.status,
                     "internal server error (injected fault)",
@@ -267,40 +264,37 @@ class EmulatorServer:
         while f in self.faults.active(self.now()):
             await asyncio.sleep(0.05)
 
-    # -- OpenAI endpoints ----------------------------------------------------------------------
-    async def _chat(self, request: web.Request) -> web.StreamResponse:
-        return await self._generate(request, chat=True)
-
-    async def _completions(self, request: web.Request) -> web.StreamResponse:
-        return await self._generate(request, chat=False)
-
-    async def _generate(self, request: web.Request, chat: bool) -> web.StreamResponse:
+    # -- generation (any front) -----------------------------------------------------------
+    async def _generate(self, request: web.Request) -> web.StreamResponse:
+        front = self.front
         gated = await self._gate(request)
         if gated is not None:
             return gated
         try:
-            req = parse_generation(parse_json(await request.read()), chat)
+            job = await front.parse(request)
+            req = job.req
             if req.model != self.model_name:
-                raise ApiError(
-                    404,
-                    f"The model `{req.model}` does not exist.",
-                    "model",
-                    "model_not_found",
-                    "NotFoundError",
-                )
+                raise front.not_found(req.model)
             limit = self.engine.max_sequence_tokens
             if req.prompt_tokens >= limit or (
                 req.max_tokens is not None and req.prompt_tokens + req.max_tokens > limit
             ):
-                raise context_error(limit, req.prompt_tokens, req.max_tokens, chat)
+                raise front.context_error(limit, req.prompt_tokens, req.max_tokens, req.chat)
         except ApiError as e:
-            return self._error(e)
-        out = req.max_tokens
-        if out is None:
-            out = draw_output_tokens(
+            return front.error(e)
+        words = WordStream(self.seed, req.seed, req.prompt_text)
+        render = front.renderer(job, words, self.model_name)
+        now = self.now()
+        flt = self.faults.first("filter", now)
+        if flt is not None and self._hit(flt):
+            status, body, ctype = render.filtered(req.stream)
+            return web.Response(status=status, body=body, headers={"Content-Type": ctype})
+        drawn = 0
+        if job.tool is None and (req.max_tokens is None or not job.exact):
+            drawn = draw_output_tokens(
                 self.seed, req.seed, req.prompt_text, limit - req.prompt_tokens
             )
-        now = self.now()
+        out, finish = job.output_tokens(drawn)
         slow = self.faults.first("slow", now)
         if slow is not None and slow.ttft_delay_s > 0 and self._hit(slow):
             await asyncio.sleep(slow.ttft_delay_s)
@@ -312,14 +306,12 @@ class EmulatorServer:
         self._streams[seq.seq_id] = st
         self.metrics.prompt_tokens += req.prompt_tokens
         self._wake.set()
-        words = WordStream(self.seed, req.seed, req.prompt_text)
-        rid = ("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex[:24]
         finished = False
         try:
             if req.stream:
-                resp = await self._stream(request, req, st, words, rid, cut)
+                resp = await self._stream(request, render, st, cut, finish)
             else:
-                resp = await self._whole(request, req, st, words, rid, cut)
+                resp = await self._whole(request, render, st, cut, finish)
             finished = st.done
             return resp
         finally:
@@ -328,7 +320,7 @@ class EmulatorServer:
                 self.engine.abort(seq)
                 self.metrics.success["abort"] += 1
             else:
-                self.metrics.success["length" if req.max_tokens is not None else "stop"] += 1
+                self.metrics.success["length" if finish == "length" else "stop"] += 1
 
     async def _next(self, st: Stream) -> int:
         """Wait until the engine released tokens (or finished); return how many."""
@@ -340,13 +332,7 @@ class EmulatorServer:
         return n
 
     async def _whole(
-        self,
-        request: web.Request,
-        req: GenRequest,
-        st: Stream,
-        words: WordStream,
-        rid: str,
-        cut: int | None,
+        self, request: web.Request, render: Renderer, st: Stream, cut: int | None, finish: str
     ) -> web.StreamResponse:
         got = 0
         while not st.done:
@@ -354,81 +340,31 @@ class EmulatorServer:
             if cut is not None and got >= cut:
                 _abort(request)
                 return web.Response(status=500)
-        n = st.seq.generated
-        text = words.text(0, n)
-        finish = "length" if req.max_tokens is not None else "stop"
-        choice: dict[str, Any]
-        if req.chat:
-            choice = {
-                "index": 0,
-                "message": {"role": "assistant", "content": text},
-                "logprobs": None,
-                "finish_reason": finish,
-            }
-        else:
-            choice = {"index": 0, "text": text, "logprobs": None, "finish_reason": finish}
-        body = {
-            "id": rid,
-            "object": "chat.completion" if req.chat else "text_completion",
-            "created": int(time.time()),
-            "model": self.model_name,
-            "choices": [choice],
-            "usage": usage(req.prompt_tokens, n),
-        }
-        return web.json_response(body)
+        return render.whole(st.seq.generated, finish)
 
     async def _stream(
-        self,
-        request: web.Request,
-        req: GenRequest,
-        st: Stream,
-        words: WordStream,
-        rid: str,
-        cut: int | None,
+        self, request: web.Request, render: Renderer, st: Stream, cut: int | None, finish: str
     ) -> web.StreamResponse:
         resp = web.StreamResponse(
-            headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
+            headers={"Content-Type": render.content_type, "Cache-Control": "no-cache"}
         )
         await resp.prepare(request)
-        created = int(time.time())
-        obj = "chat.completion.chunk" if req.chat else "text_completion"
-        head = (
-            f'data: {{"id":"{rid}","object":"{obj}","created":{created},'
-            f'"model":{json.dumps(self.model_name)},"choices":[{{"index":0,'
-        )
+        head = render.head()
+        if head:
+            await resp.write(head)
         sent = 0
         while True:
             n = await self._next(st)
             if n:
-                parts = []
-                for i in range(sent, sent + n):
-                    w = json.dumps(words.token(i))
-                    if req.chat:
-                        role = '"role":"assistant",' if i == 0 else ""
-                        parts.append(f'{head}"delta":{{{role}"content":{w}}},"logprobs":null,')
-                    else:
-                        parts.append(f'{head}"text":{w},"logprobs":null,')
-                    parts.append('"finish_reason":null}]}\n\n')
-                sent += n
-                if cut is not None and sent >= cut:
-                    keep = 2 * max(0, cut - (sent - n))
-                    await resp.write("".join(parts[:keep]).encode())
+                if cut is not None and sent + n >= cut:
+                    await resp.write(render.tokens(sent, max(0, cut - sent)))
                     _abort(request)
                     return resp
-                await resp.write("".join(parts).encode())
+                await resp.write(render.tokens(sent, n))
+                sent += n
             if st.done and st.ready == 0:
                 break
-        finish = "length" if req.max_tokens is not None else "stop"
-        delta = '"delta":{},' if req.chat else '"text":"",'
-        tail = [f'{head}{delta}"logprobs":null,"finish_reason":"{finish}"}}]}}\n\n']
-        if req.include_usage:
-            u = json.dumps(usage(req.prompt_tokens, sent))
-            tail.append(
-                f'data: {{"id":"{rid}","object":"{obj}","created":{created},'
-                f'"model":{json.dumps(self.model_name)},"choices":[],"usage":{u}}}\n\n'
-            )
-        tail.append("data: [DONE]\n\n")
-        await resp.write("".join(tail).encode())
+        await resp.write(render.tail(sent, finish))
         await resp.write_eof()
         return resp
 

@@ -59,7 +59,7 @@ def register(app: typer.Typer) -> None:
 
         cfg = load_config(file)
         t = Table(title=f"{file}: OK", show_lines=False)
-        for col in ("model", "endpoint", "provider", "region", "tier", "capacity", "price"):
+        for col in ("model", "endpoint", "kind", "provider", "region", "tier", "capacity", "price"):
             t.add_column(col)
         for m in cfg.models:
             for n in m.endpoints:
@@ -74,7 +74,9 @@ def register(app: typer.Typer) -> None:
                     )
                 else:
                     price = "-"
-                t.add_row(m.name, e.name, e.provider, e.region, e.tier, str(e.capacity), price)
+                t.add_row(
+                    m.name, e.name, e.kind, e.provider, e.region, e.tier, str(e.capacity), price
+                )
         c = make_console()
         c.print(t)
         c.print(
