@@ -176,10 +176,17 @@ class Price(_Strict):
     per_hour: float | None = Field(default=None, ge=0)
     per_1m_input_tokens: float | None = Field(default=None, ge=0)
     per_1m_output_tokens: float | None = Field(default=None, ge=0)
+    per_1m_cached_input_tokens: float | None = Field(
+        default=None, ge=0, description="prompt tokens read from the provider's cache"
+    )
 
     @model_validator(mode="after")
     def _one_kind(self) -> Price:
-        tokens = self.per_1m_input_tokens is not None or self.per_1m_output_tokens is not None
+        tokens = (
+            self.per_1m_input_tokens is not None
+            or self.per_1m_output_tokens is not None
+            or self.per_1m_cached_input_tokens is not None
+        )
         if self.per_hour is not None and tokens:
             raise ValueError("expected either per_hour or per_1m_*_tokens, not both")
         return self

@@ -18,6 +18,7 @@ import yaml
 from skyfleet.config import parse_config
 from skyfleet.errors import ConfigError
 from skyfleet.gateway.ledger import Ledger, LedgerError, UsageRecord, mask_url, summarize
+from skyfleet.gateway.ledger.schema import SCHEMA_VERSION
 
 CLI = [sys.executable, "-c", "from skyfleet.cli import main; main()"]
 
@@ -127,8 +128,9 @@ async def test_migration_runs_once_and_a_newer_schema_is_refused(pg_url: str) ->
         led = Ledger(pg_url)
         await led.start()
         await led.close()
-    assert await count(pg_url, "SELECT COUNT(*) FROM skyfleet_ledger_schema") == 1
-    assert await count(pg_url, "SELECT MAX(version) FROM skyfleet_ledger_schema") == 1
+    versions = await count(pg_url, "SELECT COUNT(*) FROM skyfleet_ledger_schema")
+    assert versions == SCHEMA_VERSION  # one row per migration, each applied once
+    assert await count(pg_url, "SELECT MAX(version) FROM skyfleet_ledger_schema") == SCHEMA_VERSION
 
     conn = await asyncpg.connect(pg_url)
     await conn.execute("INSERT INTO skyfleet_ledger_schema (version) VALUES (7)")
@@ -146,11 +148,42 @@ async def test_sqlite_newer_schema_is_refused_too(tmp_path: Path) -> None:
     import sqlite3
 
     conn = sqlite3.connect(db)
-    conn.execute("INSERT INTO skyfleet_ledger_schema (version) VALUES (3)")
+    conn.execute("INSERT INTO skyfleet_ledger_schema (version) VALUES (4)")
     conn.commit()
     conn.close()
-    with pytest.raises(LedgerError, match=rf"ledger {db}: schema version 3 is newer"):
+    with pytest.raises(LedgerError, match=rf"ledger {db}: schema version 4 is newer"):
         await Ledger(db).start()
+
+
+async def test_a_version_1_sqlite_ledger_gains_cached_tokens_and_keeps_its_rows(
+    tmp_path: Path,
+) -> None:
+    """A ledger written before cached tokens were recorded (schema 1) migrates in place."""
+    import sqlite3
+
+    from skyfleet.gateway.ledger.sqlite import MIGRATIONS
+
+    db = tmp_path / "v1.sqlite"
+    conn = sqlite3.connect(db)
+    for stmt in MIGRATIONS[1]:
+        conn.execute(stmt)
+    conn.execute("CREATE TABLE skyfleet_ledger_schema (version INTEGER NOT NULL)")
+    conn.execute("INSERT INTO skyfleet_ledger_schema (version) VALUES (1)")
+    conn.execute(
+        "INSERT INTO usage (request_id, ts, tenant, model, status, stream, prompt_tokens, "
+        "completion_tokens, usage_estimated, cost_usd, latency_s, attempts) "
+        "VALUES ('old', 1.0, 'acme', 'chat', 200, 0, 10, 5, 0, 0.5, 0.1, 1)"
+    )
+    conn.commit()
+    conn.close()
+    led = Ledger(db)
+    await led.start()
+    led.add(rec(1, 2.0, cached_tokens=7))
+    await led.close()
+    conn = sqlite3.connect(db)
+    rows = dict(conn.execute("SELECT request_id, cached_tokens FROM usage").fetchall())
+    conn.close()
+    assert rows == {"old": 0, "r1": 7}
 
 
 @pytest.mark.parametrize(

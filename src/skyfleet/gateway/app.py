@@ -43,6 +43,11 @@ class Upstream:
     def __init__(self) -> None:
         self._session: aiohttp.ClientSession | None = None
 
+    @property
+    def opened(self) -> bool:
+        """Whether the app has started (adapters can be started)."""
+        return self._session is not None and not self._session.closed
+
     def session(self) -> aiohttp.ClientSession:
         """The open session (after `open`)."""
         assert self._session is not None, "the gateway app has not started"
@@ -92,6 +97,7 @@ class Gateway:
         self.draining = False
         self._mtime = self._stat()
         self._watch: asyncio.Task[None] | None = None
+        self._cycling: asyncio.Task[None] | None = None
 
     # ---- lifecycle -------------------------------------------------------------------------
     def build_app(self) -> web.Application:
@@ -108,6 +114,7 @@ class Gateway:
         session = self.upstream.open()
         await self.ledger.start()
         await self.admission.start()
+        await self.cycle_adapters()  # credentials before the first request
         self.monitor = Monitor(self.fleet, session)
         self.monitor.start()
         if self.config_path and self.fleet.cfg.server.watch_config:
@@ -119,8 +126,23 @@ class Gateway:
         if self.monitor is not None:
             await self.monitor.stop()
         await self.admission.close()
+        if self._cycling is not None:
+            await self._cycling
+        fleet = self.fleet
+        for adapter in [*fleet.adapters_to_close, *(e.adapter for e in fleet.endpoints.values())]:
+            await adapter.close()
         await self.ledger.close()
         await self.upstream.close()
+
+    async def cycle_adapters(self) -> None:
+        """Start the adapters a (re)load built; close those it replaced."""
+        fleet = self.fleet
+        starting, fleet.adapters_to_start = fleet.adapters_to_start, []
+        closing, fleet.adapters_to_close = fleet.adapters_to_close, []
+        for adapter in closing:
+            await adapter.close()
+        session = self.upstream.session()
+        await asyncio.gather(*(adapter.start(session) for adapter in starting))
 
     async def _limit_headers(self, request: web.Request, response: web.StreamResponse) -> None:
         """`x-ratelimit-*` on every response to an authenticated tenant's API call."""
@@ -158,6 +180,8 @@ class Gateway:
             return False
         old = self.fleet.cfg
         self.fleet.apply(cfg)
+        if self.upstream.opened:
+            self._cycling = asyncio.get_running_loop().create_task(self.cycle_adapters())
         self.proxy.configure(cfg, old)
         self.admission.configure(cfg)
         for part in self.reloadable:

@@ -21,6 +21,7 @@ from typing import Any, Protocol
 
 import aiohttp
 import orjson
+import yarl
 from aiohttp import web
 
 from skyfleet.gateway.call import Answer, Call
@@ -31,6 +32,13 @@ from skyfleet.gateway.metrics import GatewayMetrics
 from skyfleet.gateway.sse import SSERelay, error_event
 from skyfleet.policy.outcome import Outcome
 from skyfleet.policy.outlier import OutlierDetector
+from skyfleet.providers import (
+    RequestRejected,
+    ResponseGarbage,
+    StreamGarbage,
+    UpstreamError,
+    Usage,
+)
 
 log = logging.getLogger("skyfleet.gateway")
 
@@ -52,18 +60,35 @@ class AttemptFailed(Exception):
         status: int = 502,
         body: bytes | None = None,
         headers: dict[str, str] | None = None,
+        param: str | None = None,
     ) -> None:
         super().__init__(message)
         self.outcome, self.message, self.status = outcome, message, status
-        self.body, self.headers = body, headers or {}
+        self.body, self.headers, self.param = body, headers or {}, param
 
     def response(self) -> web.Response:
         """The client-facing answer when no attempt is left."""
-        headers = {"x-skyfleet-error-source": "upstream", **self.headers}
-        body = self.body or error_body(self.status, self.message, code=self.outcome.value)
+        source = "gateway" if self.outcome is Outcome.UNSUPPORTED else "upstream"
+        headers = {"x-skyfleet-error-source": source, **self.headers}
+        body = self.body or error_body(
+            self.status, self.message, param=self.param, code=self.outcome.value
+        )
         return web.Response(
             status=self.status, body=body, content_type="application/json", headers=headers
         )
+
+
+class Relay(Protocol):
+    """Upstream stream bytes in, OpenAI SSE bytes for the client out (`gateway.sse.SSERelay`
+    for pass-through, a provider's `StreamTranslator` otherwise)."""
+
+    done: bool
+    usage: dict[str, Any] | None
+    events: int
+
+    def feed(self, chunk: bytes) -> bytes: ...
+
+    def flush(self) -> bytes: ...
 
 
 @dataclass(slots=True)
@@ -72,6 +97,7 @@ class OpenedStream:
 
     upstream: aiohttp.ClientResponse
     first: bytes
+    relay: Relay
 
 
 class AttemptStrategy(Protocol):
@@ -137,7 +163,13 @@ class AttemptRecorder:
 
 
 class PlainAttempts:
-    """Attempts without hedging."""
+    """Attempts without hedging, on any provider kind.
+
+    An `openai` endpoint (`adapter.passthrough`) gets the client's bytes (or the body with its
+    own model name) and its answer is relayed byte for byte; any other kind goes through its
+    adapter: `build` the provider request, `response` / `stream` translate the answer back to
+    OpenAI, `error` says what a failure means (`skyfleet.providers.base.UpstreamError`).
+    """
 
     def __init__(self, session: Callable[[], aiohttp.ClientSession], recorder: AttemptRecorder):
         self._session = session
@@ -161,22 +193,44 @@ class PlainAttempts:
         return orjson.dumps(out)
 
     def _post(self, call: Call, endpoint: LiveEndpoint) -> Any:
+        """The upstream request; AttemptFailed(UNSUPPORTED) when the provider cannot take it
+        (before anything is sent: the proxy tries another endpoint)."""
+        adapter = endpoint.adapter
+        if adapter.passthrough:
+            return self._session().post(
+                endpoint.cfg.url + API_PATHS[call.api],
+                data=self.upstream_body(call, endpoint),
+                headers=endpoint.headers,
+                timeout=endpoint.timeout,
+            )
+        problem = adapter.check(call.api, call.request) if adapter.supports(call.api) else None
+        if not adapter.supports(call.api):
+            problem = (f"the {call.api} API is not served by {adapter.kind} endpoints", "model")
+        if problem is not None:
+            raise AttemptFailed(Outcome.UNSUPPORTED, problem[0], status=400, param=problem[1])
+        try:
+            built = adapter.build(
+                call.api, call.request, stream=call.features.stream, include_usage=True
+            )
+        except RequestRejected as e:
+            raise AttemptFailed(Outcome.UNSUPPORTED, e.message, status=400, param=e.param) from None
         return self._session().post(
-            endpoint.cfg.url + API_PATHS[call.api],
-            data=self.upstream_body(call, endpoint),
-            headers=endpoint.headers,
+            yarl.URL(built.url, encoded=True),
+            data=built.body,
+            headers=built.headers,
             timeout=endpoint.timeout,
         )
 
     # ---- non-streaming ------------------------------------------------------------------
     async def json(self, call: Call, endpoint: LiveEndpoint) -> Answer:
         """Send, read the whole answer, pass it on (a 4xx is the client's and passes too)."""
+        post = self._post(call, endpoint)
         state = endpoint.state
         state.in_flight += 1
         started = time.monotonic()
         try:
             try:
-                async with self._post(call, endpoint) as upstream:
+                async with post as upstream:
                     data = await upstream.read()
                     status, headers = upstream.status, upstream.headers
             except TimeoutError:
@@ -185,39 +239,64 @@ class PlainAttempts:
                 raise self._failed(endpoint, Outcome.UPSTREAM_CONNECT, e) from None
             finally:
                 state.in_flight -= 1
-            self._raise_for_status(endpoint, status, data, headers)
+            body, usage, outcome = self._answer(call, endpoint, status, headers, data)
         except AttemptFailed as failed:
             self.recorder.record(endpoint, failed.outcome)
             raise
         record = call.record
-        outcome = Outcome.OK
-        if 200 <= status < 300:
-            usage = _json_usage(data)
-            if usage is None:
-                garbage = AttemptFailed(
-                    Outcome.UPSTREAM_GARBAGE,
-                    f"endpoint {endpoint.cfg.name} returned an invalid response "
-                    "(not a JSON object)",
-                )
-                self.recorder.record(endpoint, garbage.outcome)
-                raise garbage
-            record.prompt_tokens, record.completion_tokens = usage
+        if outcome is Outcome.OK:
+            record.prompt_tokens, record.completion_tokens, record.cached_tokens = usage
             self.recorder.latency(
                 endpoint, (time.monotonic() - started) / (record.completion_tokens + 1)
             )
-        else:
-            outcome = Outcome.UPSTREAM_CLIENT_ERROR
         self.recorder.record(endpoint, outcome)
+        content_type = "application/json"
+        if endpoint.adapter.passthrough:
+            content_type = headers.get("Content-Type", content_type)
         response = web.Response(
             status=status,
-            body=data,
+            body=body,
             headers={
-                "Content-Type": headers.get("Content-Type", "application/json"),
+                "Content-Type": content_type,
                 "x-skyfleet-endpoint": endpoint.cfg.name,
                 "x-skyfleet-attempts": str(record.attempts),
             },
         )
         return Answer(response, outcome, status)
+
+    def _answer(
+        self,
+        call: Call,
+        endpoint: LiveEndpoint,
+        status: int,
+        headers: Mapping[str, str],
+        data: bytes,
+    ) -> tuple[bytes, tuple[int, int, int], Outcome]:
+        """(client body, usage, outcome) of a whole answer; raises AttemptFailed for what
+        another endpoint may do better."""
+        adapter = endpoint.adapter
+        if adapter.passthrough:
+            self._raise_for_status(endpoint, status, data, headers)
+            if not 200 <= status < 300:
+                return data, (0, 0, 0), Outcome.UPSTREAM_CLIENT_ERROR
+            usage = _json_usage(data)
+            if usage is None:
+                raise AttemptFailed(
+                    Outcome.UPSTREAM_GARBAGE,
+                    f"endpoint {endpoint.cfg.name} returned an invalid response "
+                    "(not a JSON object)",
+                )
+            return data, usage, Outcome.OK
+        if not 200 <= status < 300:
+            raise self._provider_failure(endpoint, adapter.error(status, headers, data))
+        try:
+            body, reported = adapter.response(
+                call.api, status, headers, data, model=call.features.model
+            )
+        except ResponseGarbage as garbage:
+            raise self._provider_failure(endpoint, garbage.error) from None
+        counts = (0, 0, 0) if reported is None else _counts(reported)
+        return body, counts, Outcome.OK
 
     # ---- streaming ----------------------------------------------------------------------
     async def stream(self, request: web.Request, call: Call, endpoint: LiveEndpoint) -> Answer:
@@ -234,6 +313,8 @@ class PlainAttempts:
         comes back as the answer to pass on. On success the endpoint's in-flight count stays
         raised until `commit_stream` (or `discard`) ends it.
         """
+        post = self._post(call, endpoint)
+        adapter = endpoint.adapter
         state = endpoint.state
         state.in_flight += 1
         started = time.monotonic()
@@ -241,9 +322,12 @@ class PlainAttempts:
         opened = False
         try:
             try:
-                upstream = await self._post(call, endpoint)
+                upstream = await post
                 if upstream.status != 200:
                     data = await upstream.read()
+                    if not adapter.passthrough:
+                        failure = adapter.error(upstream.status, upstream.headers, data)
+                        raise self._provider_failure(endpoint, failure)
                     self._raise_for_status(endpoint, upstream.status, data, upstream.headers)
                     self.recorder.record(endpoint, Outcome.UPSTREAM_CLIENT_ERROR)
                     content_type = upstream.headers.get("Content-Type", "text/plain")
@@ -256,15 +340,23 @@ class PlainAttempts:
                 raise self._failed(endpoint, Outcome.UPSTREAM_TIMEOUT) from None
             except (aiohttp.ClientError, OSError) as e:
                 raise self._failed(endpoint, Outcome.UPSTREAM_CONNECT, e) from None
-            if not _looks_like_sse(upstream.headers.get("Content-Type", ""), first):
+            if adapter.passthrough:
+                relay: Relay = SSERelay(strip_usage=not call.client_usage)
+                valid = _looks_like_sse(upstream.headers.get("Content-Type", ""), first)
+            else:
+                relay = adapter.stream(
+                    call.api, model=call.features.model, include_usage=call.client_usage
+                )
+                valid = bool(first) and adapter.stream_start_ok(upstream.headers, first)
+            if not valid:
                 raise AttemptFailed(
                     Outcome.UPSTREAM_GARBAGE,
                     f"endpoint {endpoint.cfg.name} returned an invalid stream "
-                    "(not server-sent events)",
+                    "(not the provider's stream framing)",
                 )
             opened = True
             self.recorder.latency(endpoint, time.monotonic() - started)
-            return OpenedStream(upstream, first)
+            return OpenedStream(upstream, first, relay)
         except AttemptFailed as failed:
             self.recorder.record(endpoint, failed.outcome)
             raise
@@ -314,15 +406,24 @@ class PlainAttempts:
         self, out: web.StreamResponse, opened: OpenedStream, call: Call, endpoint: LiveEndpoint
     ) -> tuple[Outcome, bool]:
         """Relay the stream: (how it ended, whether the upstream connection may be reused)."""
-        upstream = opened.upstream
-        relay = SSERelay(strip_usage=not call.client_usage)
+        upstream, relay = opened.upstream, opened.relay
+        reshape = call.reshape_stream  # the client's own dialect (e.g. Anthropic Messages)
         chunk = opened.first
         failure: str | None = None
+
+        async def write(data: bytes) -> None:
+            if reshape is not None:
+                data = reshape.feed(data)
+            if data:
+                await out.write(data)
+
         try:
             while chunk:
-                data = relay.feed(chunk)
-                if data:
-                    await out.write(data)
+                try:
+                    await write(relay.feed(chunk))
+                except StreamGarbage as garbage:
+                    failure = garbage.error.message
+                    break
                 if relay.done:
                     break
                 try:
@@ -333,12 +434,22 @@ class PlainAttempts:
                 except (aiohttp.ClientError, OSError) as e:
                     failure = f"upstream connection lost mid-stream ({type(e).__name__})"
                     break
-            if failure is None and not relay.done:
+            if failure is None:  # the end of the last event (translators may finish here)
+                try:
+                    await write(relay.flush())
+                except StreamGarbage as garbage:
+                    failure = garbage.error.message
+            provider_error = getattr(relay, "error", None)
+            if failure is None and provider_error is not None:
+                failure = provider_error.message  # its error event was relayed already
+            elif failure is None and not relay.done:
                 failure = "upstream closed the stream before it finished"
-            if relay.buf and failure is None:
-                await out.write(relay.buf)
-            if failure is not None:
-                await out.write(error_event(f"endpoint {endpoint.cfg.name}: {failure}"))
+            if failure is not None and provider_error is None:
+                await write(error_event(f"endpoint {endpoint.cfg.name}: {failure}"))
+            if reshape is not None:
+                tail = reshape.flush()
+                if tail:
+                    await out.write(tail)
         except ConnectionResetError:
             return Outcome.CLIENT_DISCONNECTED, False
         finally:
@@ -370,6 +481,19 @@ class PlainAttempts:
         )
 
     @staticmethod
+    def _provider_failure(endpoint: LiveEndpoint, error: UpstreamError) -> AttemptFailed:
+        """A provider's error answer as the proxy's failure (throttled when it said so)."""
+        outcome = Outcome(error.cause)
+        headers = {}
+        if error.retry_after_s is not None:
+            if outcome in (Outcome.UPSTREAM_429, Outcome.UPSTREAM_OVERLOADED):
+                endpoint.state.throttled_until = time.monotonic() + min(60.0, error.retry_after_s)
+            headers["Retry-After"] = str(max(1, round(error.retry_after_s)))
+        return AttemptFailed(
+            outcome, error.message, status=error.status, body=error.body(), headers=headers
+        )
+
+    @staticmethod
     def _raise_for_status(
         endpoint: LiveEndpoint, status: int, data: bytes, headers: Mapping[str, str]
     ) -> None:
@@ -387,7 +511,7 @@ class PlainAttempts:
             )
         if status >= 500:
             raise AttemptFailed(
-                Outcome.UPSTREAM_OVERLOADED if status == 503 else Outcome.UPSTREAM_5XX,
+                Outcome.UPSTREAM_UNAVAILABLE if status == 503 else Outcome.UPSTREAM_5XX,
                 f"endpoint {endpoint.cfg.name} answered {status}",
                 status=status if status in (500, 502, 503, 504) else 502,
                 body=data if _json_object(data) is not None else None,
@@ -424,21 +548,32 @@ def _json_object(data: bytes) -> dict[str, Any] | None:
     return parsed if isinstance(parsed, dict) else None
 
 
-def _json_usage(data: bytes) -> tuple[int, int] | None:
-    """(prompt, completion) tokens of a JSON answer; None when it is not a JSON object."""
+def _json_usage(data: bytes) -> tuple[int, int, int] | None:
+    """(prompt, completion, cached) tokens of a JSON answer; None when not a JSON object."""
     parsed = _json_object(data)
     if parsed is None:
         return None
     usage = parsed.get("usage")
     if not isinstance(usage, dict):
-        return 0, 0
-    return token_count(usage.get("prompt_tokens")), token_count(usage.get("completion_tokens"))
+        return 0, 0, 0
+    prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
+    return token_count(prompt), token_count(completion), _cached(usage)
 
 
-def _stream_usage(record: UsageRecord, relay: SSERelay) -> None:
+def _counts(usage: Usage) -> tuple[int, int, int]:
+    return usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens or 0
+
+
+def _cached(usage: dict[str, Any]) -> int:
+    details = usage.get("prompt_tokens_details")
+    return token_count(details.get("cached_tokens")) if isinstance(details, dict) else 0
+
+
+def _stream_usage(record: UsageRecord, relay: Relay) -> None:
     if relay.usage is not None:
         record.prompt_tokens = token_count(relay.usage.get("prompt_tokens"))
         record.completion_tokens = token_count(relay.usage.get("completion_tokens"))
+        record.cached_tokens = _cached(relay.usage)
         record.usage_estimated = False
     else:  # partial stream: one token per content event is the estimate
         record.completion_tokens = max(0, relay.events - (1 if relay.done else 0))

@@ -24,11 +24,18 @@ def bearer_token(request: web.Request) -> str | None:
     return header[7:].strip() or None
 
 
-def authenticate(fleet: Fleet, request: web.Request) -> TenantConfig | None:
-    """The calling tenant (None when the fleet has no tenants); raises a 401 otherwise."""
+def authenticate(
+    fleet: Fleet, request: web.Request, x_api_key: bool = False
+) -> TenantConfig | None:
+    """The calling tenant (None when the fleet has no tenants); raises a 401 otherwise.
+
+    `x_api_key`: also take the key from an `x-api-key` header (Anthropic's SDKs send it so).
+    """
     if fleet.open_access:
         return None
     key = bearer_token(request)
+    if key is None and x_api_key:
+        key = request.headers.get("x-api-key", "").strip() or None
     if key is None:
         raise GatewayError(
             Outcome.AUTH,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from aiohttp import web
 
@@ -11,6 +11,14 @@ from skyfleet.config import TenantConfig
 from skyfleet.gateway.ledger import UsageRecord
 from skyfleet.policy.outcome import Outcome
 from skyfleet.policy.types import RequestFeatures
+
+
+class StreamReshaper(Protocol):
+    """OpenAI SSE bytes in, the client's own stream format out (e.g. Anthropic Messages)."""
+
+    def feed(self, data: bytes) -> bytes: ...
+
+    def flush(self) -> bytes: ...
 
 
 @dataclass(slots=True)
@@ -28,6 +36,7 @@ class Call:
     tenant: TenantConfig | None = None
     committed: bool = False  # bytes reached the client: no more retries
     finished: bool = False  # the stream's last event reached the client
+    reshape_stream: StreamReshaper | None = None  # the client speaks another API's stream
 
 
 @dataclass(slots=True)

@@ -2,6 +2,9 @@
 
 `Fleet.apply(cfg)` swaps in a new config without awaiting (atomic for the event loop) and keeps
 the live state (in-flight counts, health) of endpoints whose URL and model did not change.
+Each endpoint has its provider adapter (`skyfleet.providers`); adapters built or replaced by
+a reload wait in `Fleet.adapters_to_start` / `adapters_to_close` until the gateway starts
+(credential refresh) or closes them.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import aiohttp
 from skyfleet.config import EndpointConfig, FleetConfig, TenantConfig, hash_key
 from skyfleet.policy.health import EndpointHealth
 from skyfleet.policy.types import EndpointState
+from skyfleet.providers import Adapter, build_adapter
 
 
 @dataclass(slots=True)
@@ -22,6 +26,7 @@ class LiveEndpoint:
 
     cfg: EndpointConfig
     state: EndpointState
+    adapter: Adapter
     health: EndpointHealth = field(default_factory=EndpointHealth)
     headers: dict[str, str] = field(default_factory=dict)
     timeout: aiohttp.ClientTimeout = field(default_factory=aiohttp.ClientTimeout)
@@ -39,12 +44,15 @@ class LiveEndpoint:
             model=cfg.model,
             region=cfg.region,
         )
-        ep = cls(cfg=cfg, state=st)
-        ep.configure(cfg)
-        return ep
+        endpoint = cls(cfg=cfg, state=st, adapter=build_adapter(cfg))
+        endpoint.configure(cfg)
+        return endpoint
 
-    def configure(self, cfg: EndpointConfig) -> None:
-        """Apply (possibly changed) config fields to this endpoint."""
+    def configure(self, cfg: EndpointConfig) -> Adapter | None:
+        """Apply (possibly changed) config fields; returns the replaced adapter, if any."""
+        replaced = None
+        if cfg != self.cfg:
+            replaced, self.adapter = self.adapter, build_adapter(cfg)
         self.cfg = cfg
         s = self.state
         s.provider, s.tier, s.capacity, s.region = cfg.provider, cfg.tier, cfg.capacity, cfg.region
@@ -54,18 +62,26 @@ class LiveEndpoint:
         self.headers = {"Content-Type": "application/json"}
         if cfg.api_key is not None:
             self.headers["Authorization"] = f"Bearer {cfg.api_key.get_secret_value()}"
+        self.headers.update({k: v.get_secret_value() for k, v in cfg.headers.items()})
         t = cfg.timeouts
         self.timeout = aiohttp.ClientTimeout(
             total=t.total_s, sock_connect=t.connect_s, sock_read=t.ttfb_s
         )
+        return replaced
 
-    def cost(self, prompt: int, completion: int, latency_s: float) -> float:
-        """USD for one request: token prices, or its share of an instance-hour."""
-        p = self.cfg.price
-        if p.per_hour is not None:
-            return p.per_hour / 3600.0 * latency_s / self.cfg.capacity
+    def cost(self, prompt: int, completion: int, latency_s: float, cached: int = 0) -> float:
+        """USD for one request: token prices (cached prompt tokens at their own price, when
+        the config gives one), or its share of an instance-hour."""
+        price = self.cfg.price
+        if price.per_hour is not None:
+            return price.per_hour / 3600.0 * latency_s / self.cfg.capacity
+        input_price = price.per_1m_input_tokens or 0.0
+        cached_price = price.per_1m_cached_input_tokens
+        cached = min(cached, prompt) if cached_price is not None else 0
         return (
-            prompt * (p.per_1m_input_tokens or 0.0) + completion * (p.per_1m_output_tokens or 0.0)
+            (prompt - cached) * input_price
+            + cached * (cached_price or 0.0)
+            + completion * (price.per_1m_output_tokens or 0.0)
         ) / 1e6
 
 
@@ -79,6 +95,8 @@ class Fleet:
         self.states: dict[str, list[EndpointState]] = {}
         self.tenants_by_hash: dict[str, TenantConfig] = {}
         self.admin_hashes: list[str] = []
+        self.adapters_to_start: list[Adapter] = []
+        self.adapters_to_close: list[Adapter] = []
         self.apply(cfg)
 
     def apply(self, cfg: FleetConfig) -> None:
@@ -87,10 +105,17 @@ class Fleet:
         for ec in cfg.endpoints:
             old = self.endpoints.get(ec.name)
             if old is not None and old.cfg.url == ec.url and old.cfg.model == ec.model:
-                old.configure(ec)
+                replaced = old.configure(ec)
+                if replaced is not None:
+                    self.adapters_to_close.append(replaced)
+                    self.adapters_to_start.append(old.adapter)
                 eps[ec.name] = old
             else:
                 eps[ec.name] = LiveEndpoint.build(ec)
+                self.adapters_to_start.append(eps[ec.name].adapter)
+        for name, gone in self.endpoints.items():
+            if eps.get(name) is not gone:
+                self.adapters_to_close.append(gone.adapter)
         models = {m.name: [eps[n] for n in m.endpoints] for m in cfg.models}
         self.cfg = cfg
         self.endpoints = eps

@@ -32,6 +32,12 @@ from skyfleet.gateway.validate import prompt_text, validate
 from skyfleet.policy.outcome import Outcome
 from skyfleet.policy.priority import PRIORITY_HEADER, resolve_priority
 from skyfleet.policy.types import RequestFeatures
+from skyfleet.providers.messages_inbound import (
+    ChatToMessagesStream,
+    chat_to_message,
+    error_to_anthropic,
+    messages_to_chat,
+)
 from skyfleet.vocab import PRIORITY_LABELS
 
 if TYPE_CHECKING:
@@ -115,6 +121,7 @@ class Handlers:
         app.router.add_post("/v1/chat/completions", self.chat)
         app.router.add_post("/v1/completions", self.completions)
         app.router.add_post("/v1/embeddings", self.embeddings)
+        app.router.add_post("/v1/messages", self.messages)
         app.router.add_get("/v1/models", self.models)
         app.router.add_get("/health", self.health)
         app.router.add_get("/metrics", self.metrics)
@@ -131,13 +138,26 @@ class Handlers:
     async def embeddings(self, request: web.Request) -> web.StreamResponse:
         return await self.inference(request, "embeddings")
 
-    async def inference(self, request: web.Request, api: str) -> web.StreamResponse:
+    async def messages(self, request: web.Request) -> web.StreamResponse:
+        """Anthropic's Messages API (`POST /v1/messages`) over the same models, tiers,
+        admission and ledger: translated to a chat request, answered in Anthropic's shapes."""
+        dialect = MessagesDialect()
+        response = await self.inference(request, "chat", dialect)
+        if isinstance(response, web.Response) and response.body is not None:
+            return dialect.reshape(response)
+        return response
+
+    async def inference(
+        self, request: web.Request, api: str, dialect: MessagesDialect | None = None
+    ) -> web.StreamResponse:
         """One inference request, from the client's bytes to its ledger record."""
         gateway = self.gateway
         started, wall = time.monotonic(), time.time()
         try:
-            tenant = authenticate(gateway.fleet, request)
+            tenant = authenticate(gateway.fleet, request, x_api_key=dialect is not None)
             body = await read_body(request, gateway.fleet.cfg.server.max_body_bytes)
+            if dialect is not None:
+                body = dialect.chat_body(body)
             parsed = parse_request(api, body)
             features = self.features(request, api, parsed, body, tenant)
             states = gateway.fleet.states[features.model]
@@ -162,6 +182,8 @@ class Handlers:
             stream=features.stream,
         )
         call = Call(api, record, features, parsed, body, started, _client_usage(parsed), tenant)
+        if dialect is not None and features.stream:
+            call.reshape_stream = dialect.stream(features.model)
         return await self.proxy(request, call, ticket)
 
     def features(
@@ -322,3 +344,39 @@ class Handlers:
 def _client_usage(parsed: dict[str, Any]) -> bool:
     options = parsed.get("stream_options")
     return isinstance(options, dict) and options.get("include_usage") is True
+
+
+class MessagesDialect:
+    """The Anthropic Messages API in front of the chat path (`providers.messages_inbound`)."""
+
+    def __init__(self) -> None:
+        self.model = ""
+
+    def chat_body(self, body: bytes) -> bytes:
+        """The Messages request as chat-completions bytes; 400 (Anthropic-shaped later)."""
+        try:
+            parsed = orjson.loads(body)
+        except (ValueError, UnicodeDecodeError) as e:
+            raise GatewayError(Outcome.BAD_REQUEST, 400, f"invalid JSON body: {e}") from None
+        if not isinstance(parsed, dict):
+            raise GatewayError(Outcome.BAD_REQUEST, 400, "the request body must be a JSON object")
+        chat = messages_to_chat(parsed)
+        if isinstance(chat, tuple):
+            raise GatewayError(Outcome.BAD_REQUEST, 400, chat[0], param=chat[1])
+        self.model = str(chat["model"])
+        return orjson.dumps(chat)
+
+    def stream(self, model: str) -> ChatToMessagesStream:
+        """The reshaper of one streamed answer."""
+        return ChatToMessagesStream(model)
+
+    def reshape(self, response: web.Response) -> web.Response:
+        """A whole chat answer (or error) as Anthropic's message (or error) JSON."""
+        assert isinstance(response.body, bytes)
+        if response.status == 200:
+            body = chat_to_message(response.body, self.model)
+        else:
+            body = error_to_anthropic(response.status, response.body)
+        headers = {k: v for k, v in response.headers.items() if k.lower() != "content-length"}
+        headers["Content-Type"] = "application/json"
+        return web.Response(status=response.status, body=body, headers=headers)

@@ -62,14 +62,26 @@ class Monitor:
             fleet = self.fleet
             now = time.monotonic()
             hc, rc = fleet.cfg.health, fleet.cfg.routing
-            for ep in fleet.endpoints.values():
-                if now >= ep.next_probe or ep.health.on_probation(now):
-                    ep.next_probe = now + hc.probe_interval_s
-                    self._spawn(self._probe(fleet, ep))
-                if rc.scrape_interval_s > 0 and now >= ep.next_scrape:
-                    ep.next_scrape = now + rc.scrape_interval_s
-                    self._spawn(self._scrape(ep))
+            for endpoint in fleet.endpoints.values():
+                if endpoint.adapter.probe() is None:  # a cloud API: passive ejection only
+                    self._end_probation(fleet, endpoint, now)
+                    continue
+                if now >= endpoint.next_probe or endpoint.health.on_probation(now):
+                    endpoint.next_probe = now + hc.probe_interval_s
+                    self._spawn(self._probe(fleet, endpoint))
+                if rc.scrape_interval_s > 0 and now >= endpoint.next_scrape:
+                    endpoint.next_scrape = now + rc.scrape_interval_s
+                    self._spawn(self._scrape(endpoint))
             await asyncio.sleep(TICK_S)
+
+    @staticmethod
+    def _end_probation(fleet: Fleet, endpoint: LiveEndpoint, now: float) -> None:
+        """An endpoint nobody probes returns when its ejection ends (Envoy without active
+        health checks); failures eject it again, for longer."""
+        if endpoint.health.on_probation(now):
+            endpoint.health.on_probe(True, now, fleet.cfg.health)
+            endpoint.state.healthy = endpoint.health.routable(now)
+            log.warning("endpoint %s is back after its ejection", endpoint.cfg.name)
 
     def _spawn(self, coro: object) -> None:
         t: asyncio.Task[None] = asyncio.create_task(coro)  # type: ignore[arg-type]

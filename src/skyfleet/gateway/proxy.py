@@ -57,11 +57,13 @@ class Proxy:
         self.retry_budget.record_request(now)
         tried: list[str] = []
         last: AttemptFailed | None = None
+        unsupported: AttemptFailed | None = None  # an endpoint's provider cannot take it
         while True:
             decision = route(features, states, routing, self.rng, exclude=tried, now=now)
             if decision.endpoint is None:
-                if last is not None:
-                    return Answer(last.response(), last.outcome, last.status)
+                failed = last or unsupported
+                if failed is not None:
+                    return Answer(failed.response(), failed.outcome, failed.status)
                 return self.no_healthy_endpoint(features.model, now)
             endpoint = fleet.endpoints.get(decision.endpoint)
             if endpoint is None:  # removed by a reload since this request started
@@ -77,6 +79,11 @@ class Proxy:
                     return await self.attempts.stream(request, call, endpoint)
                 return await self.attempts.json(call, endpoint)
             except AttemptFailed as failed:
+                if failed.outcome is Outcome.UNSUPPORTED:  # nothing was sent: not an attempt
+                    record.attempts -= 1
+                    unsupported = failed
+                    tried.append(endpoint.cfg.name)
+                    continue
                 last = failed
                 now = time.monotonic()
                 if not failed.outcome.retryable:

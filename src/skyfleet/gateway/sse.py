@@ -46,6 +46,12 @@ class SSERelay:
             return complete
         return self._scan(complete)
 
+    def flush(self) -> bytes:
+        """At the upstream's end: what follows `[DONE]` (nothing of a cut stream's partial
+        event, which would corrupt the error event written after it)."""
+        rest, self.buf = self.buf, b""
+        return rest if self.done else b""
+
     def _scan(self, complete: bytes) -> bytes:
         out: list[bytes] = []
         for ev in complete.split(b"\n\n")[:-1]:

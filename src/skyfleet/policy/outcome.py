@@ -29,9 +29,12 @@ class Outcome(StrEnum):
     UPSTREAM_CLIENT_ERROR = "upstream_4xx"  # the upstream's 4xx, passed on: the client's request
     UPSTREAM_BAD_REQUEST = "upstream_bad_request"  # a translated request the provider refused
     CONTENT_FILTER = "content_filter"
+    UNSUPPORTED = "unsupported"  # the endpoint's provider cannot take a field of the request
     UPSTREAM_AUTH = "upstream_auth"  # the gateway's own credentials were refused
-    UPSTREAM_429 = "upstream_429"
-    UPSTREAM_OVERLOADED = "upstream_overloaded"  # 503, Anthropic 529, Vertex UNAVAILABLE
+    UPSTREAM_NOT_FOUND = "upstream_not_found"  # the endpoint's model/deployment does not exist
+    UPSTREAM_429 = "upstream_429"  # rate limited
+    UPSTREAM_OVERLOADED = "upstream_overloaded"  # Anthropic 529, Bedrock throttling, Vertex
+    UPSTREAM_UNAVAILABLE = "upstream_unavailable"  # 503 from an OpenAI-compatible server
     UPSTREAM_5XX = "upstream_5xx"
     UPSTREAM_TIMEOUT = "upstream_timeout"
     UPSTREAM_CONNECT = "upstream_connect"
@@ -69,7 +72,8 @@ class Outcome(StrEnum):
 
 _ENDPOINT_FAULTS = frozenset(
     {
-        Outcome.UPSTREAM_OVERLOADED,
+        Outcome.UPSTREAM_NOT_FOUND,
+        Outcome.UPSTREAM_UNAVAILABLE,
         Outcome.UPSTREAM_5XX,
         Outcome.UPSTREAM_TIMEOUT,
         Outcome.UPSTREAM_CONNECT,
@@ -79,9 +83,12 @@ _ENDPOINT_FAULTS = frozenset(
 )
 _RETRYABLE = frozenset(
     {
+        Outcome.UNSUPPORTED,
         Outcome.UPSTREAM_AUTH,
+        Outcome.UPSTREAM_NOT_FOUND,
         Outcome.UPSTREAM_429,
         Outcome.UPSTREAM_OVERLOADED,
+        Outcome.UPSTREAM_UNAVAILABLE,
         Outcome.UPSTREAM_5XX,
         Outcome.UPSTREAM_TIMEOUT,
         Outcome.UPSTREAM_CONNECT,

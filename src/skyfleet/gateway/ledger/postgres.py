@@ -37,7 +37,9 @@ _TYPES = {
     "ttft_s": "double precision",
     "latency_s": "double precision",
     "attempts": "integer",
+    "cached_tokens": "integer",
 }
+_V2 = {"cached_tokens"}  # columns added by migration 2
 _NULLABLE = {"endpoint", "provider", "tier", "error", "ttft_s"}
 assert list(_TYPES) == COLUMNS, "keep _TYPES in UsageRecord field order"
 
@@ -49,10 +51,12 @@ MIGRATIONS: dict[int, list[str]] = {
             f"  {c} {t}{'' if c in _NULLABLE else ' NOT NULL'}"
             + (" PRIMARY KEY" if c == "request_id" else "")
             for c, t in _TYPES.items()
+            if c not in _V2
         )
         + "\n)",
         "CREATE INDEX IF NOT EXISTS usage_ts ON usage (ts)",
     ],
+    2: ["ALTER TABLE usage ADD COLUMN IF NOT EXISTS cached_tokens integer NOT NULL DEFAULT 0"],
 }
 INSERT = (
     f"INSERT INTO usage ({', '.join(COLUMNS)}) SELECT * FROM unnest("

@@ -28,6 +28,7 @@ class UsageRecord:
     ttft_s: float | None = None
     latency_s: float = 0.0
     attempts: int = 0
+    cached_tokens: int = 0  # prompt tokens the provider read from its cache (schema v2)
 
 
 COLUMNS: list[str] = [f.name for f in fields(UsageRecord)]

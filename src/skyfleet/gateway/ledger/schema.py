@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from skyfleet.gateway.ledger.target import LedgerError
 
-SCHEMA_VERSION = 1  # the ledger schema this skyfleet writes; bump with a new migration
+SCHEMA_VERSION = 2  # the ledger schema this skyfleet writes; bump with a new migration
 VERSION_TABLE = "skyfleet_ledger_schema"
 
 

@@ -37,6 +37,7 @@ MIGRATIONS: dict[int, list[str]] = {
         )""",
         "CREATE INDEX IF NOT EXISTS usage_ts ON usage (ts)",
     ],
+    2: ["ALTER TABLE usage ADD COLUMN cached_tokens INTEGER NOT NULL DEFAULT 0"],
 }
 _INSERT = (
     f"INSERT OR IGNORE INTO usage ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
