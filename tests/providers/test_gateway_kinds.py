@@ -368,3 +368,19 @@ def test_anthropic_sdk_on_the_gateways_messages_api(
             model="gpt-9", max_tokens=4, messages=[{"role": "user", "content": "Hi"}]
         )
     assert e.value.body["type"] == "error"  # type: ignore[index]
+
+
+def test_bench_through_the_gateway_to_a_cloud_kind(fleet: tuple[GatewayProcess, Path]) -> None:
+    """`skyfleet bench run` against a translated endpoint: a clear error while it asks for
+    `ignore_eos` (a cloud API cannot honour it), a run with `--no-ignore-eos`."""
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-c", "from skyfleet.cli import main; main()", "bench", "run"]
+    cmd += [fleet[0].url, "--model", "via-anthropic", "--api-key", KEY]
+    cmd += ["--requests", "4", "--concurrency", "2", "--input", "16", "--output", "4"]
+    refused = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert refused.returncode == 2 and "--no-ignore-eos" in refused.stderr
+    ran = subprocess.run([*cmd, "--no-ignore-eos"], capture_output=True, text=True, timeout=120)
+    assert ran.returncode == 0, ran.stderr
+    assert "requests (completed / failed)" in ran.stdout and "4 / 0" in ran.stdout

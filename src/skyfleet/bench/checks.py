@@ -81,6 +81,8 @@ async def preflight(target: Target, *, timeout_s: float = 10.0) -> tuple[Target,
             )
         tgt = replace(target, model=model)
         body: dict[str, Any] = {"model": model, "max_tokens": 1}
+        if target.ignore_eos:  # as the load will send it
+            body["ignore_eos"] = True
         if target.api == "chat":
             body["messages"] = [{"role": "user", "content": "ping"}]
         else:
@@ -110,6 +112,12 @@ async def preflight(target: Target, *, timeout_s: float = 10.0) -> tuple[Target,
             other = "completions" if target.api == "chat" else "chat"
             raise SkyfleetError(
                 f"{tgt.endpoint} does not exist (HTTP 404: {_msg(text)}); try --api {other}"
+            )
+        if status == 400 and "ignore_eos" in text:
+            raise SkyfleetError(
+                f"{tgt.endpoint} refuses 'ignore_eos' (HTTP 400: {_msg(text)}): a cloud API "
+                "cannot be told to generate exactly --output tokens; rerun with --no-ignore-eos "
+                "(output lengths are then the model's own, up to --output)"
             )
         if status != 200:
             raise SkyfleetError(

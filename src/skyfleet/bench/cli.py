@@ -26,6 +26,11 @@ _API_KEY = typer.Option(
 _HEADER = typer.Option([], "--header", help="extra header KEY:VALUE (repeat)")
 _API = typer.Option("chat", "--api", help="chat or completions")
 _TIMEOUT = typer.Option(120.0, "--timeout", help="per-request timeout, s")
+_IGNORE_EOS = typer.Option(
+    True,
+    "--ignore-eos/--no-ignore-eos",
+    help="ask for exactly --output tokens (vLLM, SGLang; cloud APIs refuse it)",
+)
 
 
 def _target(
@@ -36,6 +41,7 @@ def _target(
     api: str,
     stream: bool,
     timeout: float,
+    ignore_eos: bool,
 ) -> Target:
     from skyfleet.bench.loadgen import Target
     from skyfleet.bench.workload import parse_headers
@@ -53,6 +59,7 @@ def _target(
         api=api,  # type: ignore[arg-type]
         stream=stream,
         timeout_s=timeout,
+        ignore_eos=ignore_eos,
     )
 
 
@@ -151,6 +158,7 @@ def run_cmd(
     api: str = _API,
     stream: bool = typer.Option(True, "--stream/--no-stream", help="stream tokens (TTFT, ITL)"),
     timeout: float = _TIMEOUT,
+    ignore_eos: bool = _IGNORE_EOS,
     rate: float | None = typer.Option(None, "--rate", help="open loop: mean req/s"),
     arrival: str = typer.Option("poisson", "--arrival", help="constant, poisson or gamma"),
     burstiness: float = typer.Option(1.0, "--burstiness", help="gamma shape (CV = 1/√b)"),
@@ -216,7 +224,7 @@ def run_cmd(
         seed=seed,
     )
     src: RequestSource = _source(dataset, input_len, output_len, seed, mix)(seed)
-    tgt = _target(url, model, api_key, header, api, stream, timeout)
+    tgt = _target(url, model, api_key, header, api, stream, timeout, ignore_eos)
     console = make_console()
     live = LiveStats()
 
@@ -260,6 +268,7 @@ def sweep_cmd(
     header: list[str] = _HEADER,
     api: str = _API,
     timeout: float = _TIMEOUT,
+    ignore_eos: bool = _IGNORE_EOS,
     slo: str = typer.Option(..., "--slo", help="e.g. ttft=500ms,tpot=50ms"),
     percentile: float = typer.Option(99.0, "--slo-percentile", help="TTFT/E2E percentile"),
     input_len: str = typer.Option("256", "--input", help="prompt tokens: N, LO-HI, normal:M,S"),
@@ -322,7 +331,7 @@ def sweep_cmd(
         time_scale=time_scale,
         quadratic_prefill=quadratic,
     )
-    tgt = _target(url, model, api_key, header, api, True, timeout)
+    tgt = _target(url, model, api_key, header, api, True, timeout, ignore_eos)
     console = make_console()
     current: list[tuple[str, LiveStats]] = []
 
