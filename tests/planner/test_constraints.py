@@ -124,23 +124,28 @@ def test_quotas_shares_and_constant_reservations_hold(write_yaml, diurnal):  # t
 
 def test_no_baseline_is_cheaper_than_the_plan(write_yaml, diurnal):  # type: ignore[no-untyped-def]
     plan = _plan(write_yaml, diurnal)
-    names = {c.name for c in plan.comparisons}
+    by_name = {c.name: c for c in plan.comparisons}
     assert {
         "all on-demand",
         "best single accelerator type",
         "cheapest single offering",
-        "single provider",
+        "single cloud, region N-1",
+        "single cloud, no resilience",
         "without N-1 resilience",
-    } <= names
-    nores = next(c for c in plan.comparisons if c.name == "without N-1 resilience")
-    assert nores.cost_per_day is not None
+    } <= set(by_name)
+    nores = by_name["without N-1 resilience"]
+    assert nores.cost_per_day is not None and nores.survives == "none"
     assert nores.cost_per_day <= plan.totals.cost_per_day + 1e-6
     for c in plan.comparisons:
-        if c.cost_per_day is None:
-            continue
-        floor = plan.totals.cost_per_day if c.basis == "same constraints" else nores.cost_per_day
-        assert c.cost_per_day >= floor - 1e-6, f"{c.name} is cheaper than the optimum"
+        if c.cost_per_day is not None and c.basis == "same constraints":
+            assert c.cost_per_day >= plan.totals.cost_per_day - 1e-6, f"{c.name} beats the plan"
+    region, bare = by_name["single cloud, region N-1"], by_name["single cloud, no resilience"]
+    assert region.survives == "region" and bare.survives == "none"
+    if region.cost_per_day is not None and bare.cost_per_day is not None:
+        assert region.cost_per_day >= bare.cost_per_day - 1e-6
     assert all(e.reason for e in plan.entries)
+    assert plan.meta.validated
+    assert plan.decomposition[-1].cost_per_day == plan.totals.cost_per_day
 
 
 def test_region_mode_survives_losing_any_region(write_yaml, diurnal):  # type: ignore[no-untyped-def]

@@ -60,7 +60,17 @@ def diagnose(prob: Problem) -> str:
                     f"accelerator (TTFT ≤ {mw.slo.ttft_ms:g} ms, TPOT ≤ {mw.slo.tpot_ms:g} ms)"
                 )
         if not any(c.m == m for c in prob.columns):
-            accs = ", ".join(sorted({rt.accelerator for rt in prob.rtypes[m]}))
+            names = {rt.accelerator for rt in prob.rtypes[m]}
+            accs = ", ".join(sorted(names))
+            small = [p.first for p in prob.pools if p.first.accelerator in names]
+            if small:
+                smallest = min(rt.tp for rt in prob.rtypes[m])
+                msgs.append(
+                    f"quota too small: every offering of {accs} has less quota than one "
+                    f"{smallest}-accelerator replica in whole billing units (e.g. "
+                    f"{small[0].id}: {small[0].quota} usable, rented {small[0].unit} at a time)"
+                )
+                continue
             msgs.append(
                 f"no offering sells what {mw.name} can run on ({accs}) — check the "
                 "providers/accelerators/tiers filters"
