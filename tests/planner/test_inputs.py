@@ -67,7 +67,9 @@ def test_catalog_rows_have_date_source_and_cover_the_market() -> None:
         "TPU-v6e",
         "MI300X",
     } <= accels
-    tiers = sum(1 for r in rows for t in ("on_demand", "spot", "reserved_1y", "owned") if r.price(t))
+    tiers = sum(
+        1 for r in rows for t in ("on_demand", "spot", "reserved_1y", "owned") if r.price(t)
+    )
     assert tiers >= 120
 
 

@@ -75,6 +75,16 @@ def diagnose(prob: Problem) -> str:
                 f"no offering sells what {mw.name} can run on ({accs}) — check the "
                 "providers/accelerators/tiers filters"
             )
+    if prob.options.resilience != "none":
+        for m, mw in enumerate(w.models):
+            doms = {prob.group_of(j) for j in range(len(prob.columns)) if prob.col_m[j] == m}
+            if len(doms) == 1:
+                (only,) = doms
+                msgs.append(
+                    f"N-1 resilience ({prob.options.resilience}) binds: {mw.name} "
+                    f"({mw.model}) can run only on {only} among the offerings, so losing it "
+                    "loses the model; offer it elsewhere or plan with a narrower --resilience"
+                )
     if msgs:
         return "; ".join(msgs)
     peak = {mw.name: float(prob.demand[m].max()) for m, mw in enumerate(w.models)}
