@@ -255,7 +255,7 @@ def test_a_model_only_one_provider_can_run_survives_a_region_loss(tmp_path: Path
 def test_the_checker_fails_a_plan_that_breaks_its_promise(tmp_path: Path) -> None:
     """Take one provider's replicas out of a good plan file: the checker must object."""
     w = _workload([_model("chat", "Llama-3.1-8B", [30.0, 60.0])], ["alpha", "beta", "gamma"])
-    plan, check = _plan_and_check(tmp_path, w, SPOT_ROWS)
+    _, check = _plan_and_check(tmp_path, w, SPOT_ROWS)
     assert check.problems == []
     data = yaml.safe_load((tmp_path / "plan.yaml").read_text())
     victim = next(e["provider"] for e in data["entries"] if e["tier"] != "spot")

@@ -167,6 +167,15 @@ def _baselines(
     if opts.resilience != "none":
         say("baseline: without N-1")
         nores = solve_plan(prob, Variant(resilience=False, warm=sol.y), time_limit_s=sub_limit)
+        if not nores.feasible or nores.cost > sol.cost:  # the plan itself qualifies
+            nores = Solution(
+                sol.y.copy(),
+                sol.cost,
+                sol.status,
+                gap=sol.gap,
+                bound=sol.bound,
+                notes=["the plan itself: the search found nothing cheaper"],
+            )
         add(
             "without N-1 resilience",
             nores,
@@ -222,7 +231,7 @@ def _baselines(
     plan.comparisons = [c for c, _ in comps]
     result.baselines = comps
     say("explaining: cost decomposition and binding constraints")
-    plan.decomposition = decompose(prob, plan.totals.cost_per_day, sub_limit)
+    plan.decomposition = decompose(prob, plan.totals.cost_per_day, sub_limit, warm=sol.y)
     plan.binding = binding_constraints(prob, main_lp)
     if nores is not None and nores.feasible:
         plan.meta.notes.append(

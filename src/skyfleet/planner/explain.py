@@ -36,11 +36,15 @@ def _per_day_of(prob: Problem, v: Variant, limit: float) -> tuple[float | None, 
     return s.cost / (n * prob.period_hours) * 24.0, how
 
 
-def decompose(prob: Problem, plan_per_day: float, limit: float) -> list[CostStep]:
+def decompose(
+    prob: Problem, plan_per_day: float, limit: float, warm: np.ndarray | None = None
+) -> list[CostStep]:
     """The cost as constraints are added one at a time, in this order: SLO capacity on
     on-demand prices with unlimited quota; real quotas; spot/reserved/owned tiers; headroom;
     N-1 spare; share limits; minimum providers; then whole replicas and instances (the plan).
-    Large problems use LP relaxations for the intermediate steps (stated per step)."""
+    Large problems use LP relaxations for the intermediate steps (stated per step); small
+    ones solve each step as a MILP started from the plan (`warm`), which every step admits.
+    The step with every constraint is the plan itself."""
     o = prob.options
     od = [j for j in range(len(prob.columns)) if prob.offering(j).tier == "on_demand"]
     base = Variant(resilience=False, share=False, min_providers=False, headroom=False)
@@ -91,10 +95,18 @@ def decompose(prob: Problem, plan_per_day: float, limit: float) -> list[CostStep
                 "every period uses at least that many providers",
             )
         )
+    exact = int_vars(prob, Variant()) <= DIRECT_MAX_INT_VARS
     out: list[CostStep] = []
     prev: float | None = None
-    for name, v, desc in steps:
-        cost, how = _per_day_of(prob, v, limit)
+    for i, (name, v, desc) in enumerate(steps):
+        cost: float | None
+        if exact and i == len(steps) - 1:
+            cost, how = plan_per_day, ""  # every constraint: the plan
+        else:
+            warm_ok = warm is not None and v.columns is None and np.isfinite(v.quota_scale)
+            cost, how = _per_day_of(prob, replace(v, warm=warm if warm_ok else None), limit)
+            if warm_ok and exact and (cost is None or cost > plan_per_day):
+                cost = plan_per_day  # every step admits the plan; the search found no better
         per_day = None if cost is None else round(cost, 2)
         out.append(
             CostStep(
@@ -105,6 +117,9 @@ def decompose(prob: Problem, plan_per_day: float, limit: float) -> list[CostStep
             )
         )
         prev = per_day if per_day is not None else prev
+    if out and out[-1].cost_per_day == round(plan_per_day, 2) and out[-1].description:
+        out[-1].description += "; solved with integers, this is the plan"
+        return out
     out.append(
         CostStep(
             name="= the plan",

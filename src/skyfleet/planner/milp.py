@@ -164,7 +164,8 @@ def solve(prob: Problem, v: Variant | None = None) -> Solution:
     for j in cols:
         pool = prob.pools[int(prob.col_pool[j])]
         tp = int(prob.col_tp[j])
-        ymax = float(pool.quota * v.quota_scale // tp) if np.isfinite(v.quota_scale) else np.inf
+        finite = np.isfinite(v.quota_scale)
+        ymax = float(pool.quota * v.quota_scale // tp) if finite else np.inf
         price = 0.0 if (j in fixed_cols or units[prob.col_pool[j]]) else prob.col_price[j] * hours
         if prob.col_committed[j]:
             yidx[j] = mdl.vars(np.array([price * prob.T]), True, ymax)[0]
@@ -186,6 +187,7 @@ def solve(prob: Problem, v: Variant | None = None) -> Solution:
     for j in cols:
         by_pool.setdefault(int(prob.col_pool[j]), []).append(int(j))
     labels_t = periods
+    bounded: list[tuple[int, np.ndarray, float]] = []  # (pool, var per period, accelerators)
     for pi, js in by_pool.items():
         pool = prob.pools[pi]
         quota = pool.quota * v.quota_scale
@@ -201,6 +203,7 @@ def solve(prob: Problem, v: Variant | None = None) -> Solution:
                 uidx = np.full(nt, uv[0])
             else:
                 uidx = mdl.vars(np.full(nt, cost), True, upper)
+            bounded.append((pi, uidx, float(pool.unit)))
             mdl.rows(
                 np.vstack([block, uidx[None, :]]),
                 np.concatenate([tps, [-pool.unit]]).astype(float),
@@ -379,8 +382,23 @@ def solve(prob: Problem, v: Variant | None = None) -> Solution:
     y[np.ix_(cols, np.asarray(periods, dtype=int))] = vals if v.relax else np.round(vals)
     cost = prob.cost(y, cols.tolist(), periods, relaxed=v.relax)
     duals: dict[Label, float] = {}
-    if v.relax and res.row_dual is not None:
+    if v.relax and res.row_dual is not None and res.col_dual is not None:
         duals = {lab: float(d) for lab, d in zip(mdl.labels, res.row_dual, strict=True) if d != 0}
+        # A quota also binds through the bounds it implies (Y ≤ ⌊quota/tp⌋, U ≤ quota/unit):
+        # raising the quota by one accelerator raises those by 1/tp (1/unit).
+        for j in cols:
+            pi = int(prob.col_pool[j])
+            if not units[pi]:
+                bounded.append((pi, yidx[j], float(prob.col_tp[j])))
+        for pi, ids, per in bounded:
+            seen: set[int] = set()
+            for ti, i in enumerate(ids.tolist()):
+                d = float(res.col_dual[i])
+                if i in seen or d >= 0 or x[i] < hi_a[i] - 1e-7:
+                    continue
+                seen.add(i)
+                key = ("quota", pi, periods[ti])
+                duals[key] = duals.get(key, 0.0) + d / per
     return Solution(
         y,
         cost,
@@ -418,6 +436,7 @@ class _Result:
     bound: float | None
     message: str
     row_dual: np.ndarray | None = None
+    col_dual: np.ndarray | None = None
 
 
 def _run_highs(
@@ -477,7 +496,9 @@ def _run_highs(
         if mip
         else (float(info.objective_function_value) if has_x else None)
     )
-    duals = np.array(sol.row_dual) if not mip and has_x and sol.dual_valid else None
+    valid = not mip and has_x and sol.dual_valid
+    duals = np.array(sol.row_dual) if valid else None
+    col_duals = np.array(sol.col_dual) if valid else None
     if ms == highspy.HighsModelStatus.kOptimal:
         status = "optimal"
     elif ms == highspy.HighsModelStatus.kInfeasible:
@@ -488,4 +509,4 @@ def _run_highs(
         status = "no_solution"
     else:
         status = "error"
-    return _Result(status, x, mgap, bound, msg, duals)
+    return _Result(status, x, mgap, bound, msg, duals, col_duals)

@@ -122,6 +122,7 @@ def cost_story(plan: Plan) -> list[str]:
         )
     steps = [s for s in plan.decomposition[1:] if s.delta_per_day is not None]
     if steps:
+
         def label(s: CostStep) -> str:
             return "whole replicas" if s.name.startswith("=") else s.name.lstrip("+ ")
 
