@@ -148,6 +148,26 @@ def test_no_baseline_is_cheaper_than_the_plan(write_yaml, diurnal):  # type: ign
     assert plan.decomposition[-1].cost_per_day == plan.totals.cost_per_day
 
 
+def test_report_tells_the_cost_story_like_for_like(write_yaml, diurnal, tmp_path):  # type: ignore[no-untyped-def]
+    """Terminal, HTML and demo report share one story: the plan against the cheapest
+    single-cloud fleet with the same SLO that survives a region loss, the one that survives
+    nothing, and the decomposition of the plan's cost."""
+    from skyfleet.planner.report import cost_story, write_html
+
+    plan = _plan(write_yaml, diurnal)
+    story = " ".join(cost_story(plan))
+    assert f"${plan.totals.cost_per_day:,.0f}/day" in story
+    assert "survives the loss of any one provider" in story
+    assert "region loss" in story or "survive the loss of one of its regions" in story
+    assert "Where the cost comes from" in story and "N-1 spare" in story
+    steps = [d.delta_per_day for d in plan.decomposition[1:] if d.delta_per_day is not None]
+    first = plan.decomposition[0].cost_per_day
+    assert first is not None
+    assert first + sum(steps) == pytest.approx(plan.totals.cost_per_day, abs=0.05)
+    html = write_html(plan, tmp_path / "p.html").read_text()
+    assert "The cost story" in html and cost_story(plan)[1].split("$")[0] in html
+
+
 def test_region_mode_survives_losing_any_region(write_yaml, diurnal):  # type: ignore[no-untyped-def]
     plan = _plan(write_yaml, diurnal, resilience="region", baselines=False)
     assert plan.meta.resilience == "region"

@@ -4,6 +4,7 @@ the cost decomposition and the binding constraints."""
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -22,7 +23,14 @@ from skyfleet.planner.solver import solve_plan
 from skyfleet.planner.validate import PlanInvalidError, validate_plan
 from skyfleet.workload import Workload
 
-__all__ = ["PlanInfeasibleError", "PlanInvalidError", "PlanResult", "plan_workload"]
+__all__ = [
+    "PlanInfeasibleError",
+    "PlanInvalidError",
+    "PlanResult",
+    "plan_workload",
+    "planning_options",
+    "workload_offerings",
+]
 
 
 class PlanInfeasibleError(SkyfleetError):
@@ -38,6 +46,29 @@ class PlanResult:
     solution: Solution
     no_resilience: Solution | None = None
     baselines: list[tuple[Comparison, Solution | None]] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)  # phase → seconds
+
+
+class _Phases:
+    """Progress messages that also time each phase (a message starts the next one)."""
+
+    def __init__(self, progress: Callable[[str], None] | None) -> None:
+        self.progress = progress
+        self.seconds: dict[str, float] = {}
+        self.name = "reading the catalog"
+        self.t = time.perf_counter()
+
+    def __call__(self, msg: str) -> None:
+        self.stop()
+        self.name = msg.split(":")[0] if msg.startswith("solving") else msg
+        if self.progress is not None:
+            self.progress(msg)
+
+    def stop(self) -> dict[str, float]:
+        now = time.perf_counter()
+        self.seconds[self.name] = self.seconds.get(self.name, 0.0) + now - self.t
+        self.t = now
+        return self.seconds
 
 
 def _per_day(prob: Problem, cost: float) -> float:
@@ -77,7 +108,34 @@ def cheapest_single_offering(prob: Problem) -> tuple[float, str] | None:
     return total, "; ".join(labels)
 
 
-def _offerings(workload: Workload, offering_files: Sequence[str | Path]) -> list[Offering]:
+def planning_options(
+    workload: Workload,
+    *,
+    resilience: str | None = None,
+    max_share: float | None = None,
+    min_providers: int | None = None,
+    headroom: float | None = None,
+    spot_in_survivors: str | None = None,
+    time_limit_s: float = 60.0,
+) -> Options:
+    """The workload's planning options with command-line overrides."""
+    pl = workload.planning
+    return Options(
+        resilience=resilience or pl.resilience,
+        spot_in_survivors=spot_in_survivors or pl.spot_in_survivors,
+        headroom=pl.headroom if headroom is None else headroom,
+        shed_on_loss=list(pl.shed_on_loss),
+        max_share=max_share if max_share is not None else pl.max_share,
+        min_providers=min_providers if min_providers is not None else pl.min_providers,
+        utilization=pl.target_utilization,
+        time_limit_s=time_limit_s,
+    )
+
+
+def workload_offerings(
+    workload: Workload, offering_files: Sequence[str | Path] = ()
+) -> list[Offering]:
+    """The catalog (plus override files) as offerings, after the workload's filters."""
     pl = workload.planning
     return expand(
         load_offerings(offering_files),
@@ -103,21 +161,19 @@ def plan_workload(
 ) -> PlanResult:
     """Plan a workload; raises PlanInfeasibleError with the binding constraint when none
     exists, and PlanInvalidError if the written plan would break a quota or N-1."""
-    say = progress or (lambda _msg: None)
-    pl = workload.planning
-    offerings = _offerings(workload, offering_files)
+    say = _Phases(progress)
+    offerings = workload_offerings(workload, offering_files)
     if not offerings:
         raise PlanInfeasibleError(
             "no offerings left after the providers/accelerators/tiers filters"
         )
-    opts = Options(
-        resilience=resilience or pl.resilience,
-        spot_in_survivors=spot_in_survivors or pl.spot_in_survivors,
-        headroom=pl.headroom if headroom is None else headroom,
-        shed_on_loss=list(pl.shed_on_loss),
-        max_share=max_share if max_share is not None else pl.max_share,
-        min_providers=min_providers if min_providers is not None else pl.min_providers,
-        utilization=pl.target_utilization,
+    opts = planning_options(
+        workload,
+        resilience=resilience,
+        max_share=max_share,
+        min_providers=min_providers,
+        headroom=headroom,
+        spot_in_survivors=spot_in_survivors,
         time_limit_s=time_limit_s,
     )
     say("sizing replicas at the SLO (perf model)")
@@ -127,10 +183,13 @@ def plan_workload(
     if not sol.feasible:
         say("diagnosing")
         raise PlanInfeasibleError(f"no feasible plan for {workload.name!r}: {diagnose(prob)}")
+    say("writing the plan")
     result = PlanResult(plan=to_plan(prob, sol), problem=prob, solution=sol)
     if baselines:
         _baselines(result, offerings, time_limit_s, say)
+    say("validating the plan")
     problems = validate_plan(result.plan, offerings)
+    result.timings = say.stop()
     if problems:
         more = f" (+{len(problems) - 5} more)" if len(problems) > 5 else ""
         raise PlanInvalidError(
@@ -154,6 +213,8 @@ def _baselines(
 
     def add(name: str, s: Solution | None, desc: str, basis: str, surv: str) -> None:
         cost = round(_per_day(prob, s.cost), 2) if s is not None and s.feasible else None
+        if s is not None and s.feasible and s.status != "optimal" and s.gap is not None:
+            desc += f" (time limit: within {s.gap:.1%} of its bound)"
         comps.append(
             (
                 Comparison(
@@ -166,7 +227,8 @@ def _baselines(
     nores: Solution | None = None
     if opts.resilience != "none":
         say("baseline: without N-1")
-        nores = solve_plan(prob, Variant(resilience=False, warm=sol.y), time_limit_s=sub_limit)
+        # The price of resilience rests on this one: twice the others' time.
+        nores = solve_plan(prob, Variant(resilience=False, warm=sol.y), time_limit_s=2 * sub_limit)
         if not nores.feasible or nores.cost > sol.cost:  # the plan itself qualifies
             nores = Solution(
                 sol.y.copy(),

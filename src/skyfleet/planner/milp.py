@@ -168,7 +168,7 @@ def solve(prob: Problem, v: Variant | None = None) -> Solution:
         ymax = float(pool.quota * v.quota_scale // tp) if finite else np.inf
         price = 0.0 if (j in fixed_cols or units[prob.col_pool[j]]) else prob.col_price[j] * hours
         if prob.col_committed[j]:
-            yidx[j] = mdl.vars(np.array([price * prob.T]), True, ymax)[0]
+            yidx[j] = mdl.vars(np.array([price * nt]), True, ymax)[0]
         else:
             yidx[j] = mdl.vars(np.full(nt, price), True, ymax)
     bounds: dict[int, tuple[float, float | None]] = {
@@ -199,7 +199,7 @@ def solve(prob: Problem, v: Variant | None = None) -> Solution:
             cost = 0.0 if all_fixed else prob.unit_price(pi) * hours
             upper = quota // pool.unit if np.isfinite(quota) else np.inf
             if committed:
-                uv = mdl.vars(np.array([cost * prob.T]), True, upper)
+                uv = mdl.vars(np.array([cost * nt]), True, upper)
                 uidx = np.full(nt, uv[0])
             else:
                 uidx = mdl.vars(np.full(nt, cost), True, upper)
