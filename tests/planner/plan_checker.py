@@ -178,6 +178,7 @@ def check_plan(
         n_all = np.array([e["replicas"] for e in es], dtype=float)  # [E, T]
         prov = np.array([e["provider"] for e in es])
         reg = np.array([f"{e['provider']}/{e['region']}" for e in es])
+        # getattr: the checker also reads plans made with older code (no such fields then).
         shed = set(getattr(pl, "shed_on_loss", []))
         kept = 1.0 - sum(getattr(mw.priority, c) for c in shed)
         need_loss = (1 + headroom) * kept if required is None else required
