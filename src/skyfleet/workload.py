@@ -215,6 +215,10 @@ class ModelWorkload(BaseModel):
                 raise ValueError("demand (req/s) must be ≥ 0 in every period")
         return v
 
+    def kept_on_loss(self, shed: list[str]) -> float:
+        """Share of this model's demand a plan must still serve when it may shed `shed`."""
+        return 1.0 - sum(float(getattr(self.priority, c)) for c in set(shed))
+
     def bucket_fractions(self) -> list[float]:
         """Each size bucket's share of requests (sums to 1)."""
         total = sum(b.weight for b in self.sizes)
@@ -244,6 +248,21 @@ class PlanningOptions(BaseModel):
     accelerators: list[str] | None = Field(default=None, description="only these accelerators")
     tiers: list[str] | None = Field(default=None, description="only these price tiers")
     resilience: Literal["provider", "region", "none"] = "provider"
+    spot_in_survivors: Literal["none", "discounted"] = Field(
+        default="none",
+        description="after losing a provider (region): none = only non-spot capacity of the "
+        "others counts; discounted = their spot counts at spot_availability",
+    )
+    headroom: float = Field(
+        default=0.1,
+        ge=0,
+        le=2,
+        description="spare SLO capacity over demand, in every period and after a loss",
+    )
+    shed_on_loss: list[Literal["sheddable", "standard"]] = Field(
+        default_factory=list,
+        description="priority classes a plan may shed while a provider (region) is lost",
+    )
     max_share: float | None = Field(default=None, gt=0, le=1, description="per provider")
     min_providers: int = Field(default=1, ge=1)
     spot_availability: float = Field(default=0.85, gt=0, le=1, description="spot haircut")

@@ -37,7 +37,9 @@ def test_demo_30s_end_to_end(run_demo: Start, out_dir: Path) -> None:
     assert s["critical_success_rate"] >= 0.99
     assert s["requests"] > 50
     served = {p["provider"]: p["requests"] for p in s["providers"]}
-    assert len(served) == 4 and sum(served.values()) > 0
+    # The plan picks its providers (N-1 needs at least two); each of them served traffic.
+    assert len(served) >= 2 and all(n > 0 for n in served.values()), served
+    assert s["single_cloud"]["survives"] == "region" and s["cost_story"]
     page = html.read_text()
     assert "The outage" in page and "out of rotation" in page
     assert "data:image/png;base64," in page and "http" not in page.split("<body>")[0]

@@ -9,11 +9,13 @@ from skyfleet.workload import Workload
 
 
 def row(provider: str, region: str, accel: str, **prices_and_quota: Any) -> OfferingRow:
+    """A catalog row rented per accelerator unless `billing_unit` says otherwise."""
     return OfferingRow.model_validate(
         {
             "provider": provider,
             "region": region,
             "accelerator": accel,
+            "billing_unit": 1,
             "date": "2026-11-20",
             "source": "test",
             **prices_and_quota,

@@ -124,23 +124,48 @@ def test_quotas_shares_and_constant_reservations_hold(write_yaml, diurnal):  # t
 
 def test_no_baseline_is_cheaper_than_the_plan(write_yaml, diurnal):  # type: ignore[no-untyped-def]
     plan = _plan(write_yaml, diurnal)
-    names = {c.name for c in plan.comparisons}
+    by_name = {c.name: c for c in plan.comparisons}
     assert {
         "all on-demand",
         "best single accelerator type",
         "cheapest single offering",
-        "single provider",
+        "single cloud, region N-1",
+        "single cloud, no resilience",
         "without N-1 resilience",
-    } <= names
-    nores = next(c for c in plan.comparisons if c.name == "without N-1 resilience")
-    assert nores.cost_per_day is not None
+    } <= set(by_name)
+    nores = by_name["without N-1 resilience"]
+    assert nores.cost_per_day is not None and nores.survives == "none"
     assert nores.cost_per_day <= plan.totals.cost_per_day + 1e-6
     for c in plan.comparisons:
-        if c.cost_per_day is None:
-            continue
-        floor = plan.totals.cost_per_day if c.basis == "same constraints" else nores.cost_per_day
-        assert c.cost_per_day >= floor - 1e-6, f"{c.name} is cheaper than the optimum"
+        if c.cost_per_day is not None and c.basis == "same constraints":
+            assert c.cost_per_day >= plan.totals.cost_per_day - 1e-6, f"{c.name} beats the plan"
+    region, bare = by_name["single cloud, region N-1"], by_name["single cloud, no resilience"]
+    assert region.survives == "region" and bare.survives == "none"
+    if region.cost_per_day is not None and bare.cost_per_day is not None:
+        assert region.cost_per_day >= bare.cost_per_day - 1e-6
     assert all(e.reason for e in plan.entries)
+    assert plan.meta.validated
+    assert plan.decomposition[-1].cost_per_day == plan.totals.cost_per_day
+
+
+def test_report_tells_the_cost_story_like_for_like(write_yaml, diurnal, tmp_path):  # type: ignore[no-untyped-def]
+    """Terminal, HTML and demo report share one story: the plan against the cheapest
+    single-cloud fleet with the same SLO that survives a region loss, the one that survives
+    nothing, and the decomposition of the plan's cost."""
+    from skyfleet.planner.report import cost_story, write_html
+
+    plan = _plan(write_yaml, diurnal)
+    story = " ".join(cost_story(plan))
+    assert f"${plan.totals.cost_per_day:,.0f}/day" in story
+    assert "survives the loss of any one provider" in story
+    assert "region loss" in story or "survive the loss of one of its regions" in story
+    assert "Where the cost comes from" in story and "N-1 spare" in story
+    steps = [d.delta_per_day for d in plan.decomposition[1:] if d.delta_per_day is not None]
+    first = plan.decomposition[0].cost_per_day
+    assert first is not None
+    assert first + sum(steps) == pytest.approx(plan.totals.cost_per_day, abs=0.05)
+    html = write_html(plan, tmp_path / "p.html").read_text()
+    assert "The cost story" in html and cost_story(plan)[1].split("$")[0] in html
 
 
 def test_region_mode_survives_losing_any_region(write_yaml, diurnal):  # type: ignore[no-untyped-def]

@@ -17,6 +17,7 @@ def _rows(quota: int) -> dict[str, object]:
                 "region": "r1",
                 "accelerator": "H100",
                 "on_demand": 3.0,
+                "per_instance": 1,
                 "quota": quota,
                 "date": "2026-11-20",
                 "source": "test",

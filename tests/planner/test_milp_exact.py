@@ -15,10 +15,15 @@ from .planner_instances import offerings, row, workload
 
 
 def _n1_ok(prob: Problem, y: dict[int, int], d: float) -> bool:
-    """Survives the loss of each provider, counting replicas at bucket-mix capacity."""
+    """Survives the loss of each provider, counting replicas at bucket-mix capacity and
+    spot not at all (the default `spot_in_survivors: none`)."""
     groups = {prob.group_of(j) for j in range(len(prob.columns))}
     for g in groups:
-        rest = sum(prob.eff_cap(j) * n for j, n in y.items() if prob.group_of(j) != g)
+        rest = sum(
+            prob.columns[j].rtype.cap_mix * n
+            for j, n in y.items()
+            if prob.group_of(j) != g and prob.offering(j).tier != "spot"
+        )
         if rest < d - 1e-9:
             return False
     return True
@@ -58,7 +63,7 @@ def brute_force(prob: Problem, max_n: int, n1: bool) -> float:
                 c = sum(prob.replica_price(j) * n for j, n in zip(flexible, counts, strict=True))
                 if c >= period_best or not _quota_ok(prob, y):
                     continue
-                ok = _n1_ok(prob, y, d) if n1 else _routing_ok(prob, y, t)
+                ok = _routing_ok(prob, y, t) and (not n1 or _n1_ok(prob, y, d))
                 if ok:
                     period_best = c
             cost += period_best

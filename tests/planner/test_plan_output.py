@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
 from skyfleet.config import parse_config
@@ -130,3 +131,112 @@ def test_cli_bad_input_is_one_clean_line(tmp_path: Path) -> None:
     r = subprocess.run([SKYFLEET, "plan", str(bad)], capture_output=True, text=True, timeout=60)
     assert r.returncode == 2
     assert "w.yaml" in r.stderr and "demand" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_plan_diff_shows_what_changed(tmp_path: Path) -> None:
+    wl = Path(__file__).parents[2] / "examples" / "workloads" / "demo-small.yaml"
+    a, b = tmp_path / "a.yaml", tmp_path / "b.yaml"
+    for out, extra in ((a, []), (b, ["--headroom", "0.3"])):
+        r = subprocess.run(
+            [SKYFLEET, "plan", str(wl), "--out", str(out), "--no-baselines", "-q", *extra],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert r.returncode == 0, r.stderr
+    r = subprocess.run(
+        [SKYFLEET, "plan", "diff", str(a), str(b), "--json"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert r.returncode == 0, r.stderr
+    d = json.loads(r.stdout)
+    assert d["settings"]["headroom"] == [0.1, 0.3]
+    assert d["new_cost_per_day"] >= d["old_cost_per_day"]
+    assert d["delta_per_day"] == pytest.approx(d["new_cost_per_day"] - d["old_cost_per_day"])
+    text = subprocess.run(
+        [SKYFLEET, "plan", "diff", str(a), str(b)], capture_output=True, text=True, timeout=60
+    )
+    assert "headroom: 0.1 → 0.3" in text.stdout and "/day" in text.stdout
+    bad = subprocess.run(
+        [SKYFLEET, "plan", "diff", str(a), str(tmp_path / "nope.yaml")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert bad.returncode == 2 and "nope.yaml" in bad.stderr
+
+
+def test_validator_rejects_a_plan_that_breaks_n1_or_a_quota(write_yaml) -> None:  # type: ignore[no-untyped-def]
+    from skyfleet.catalog.offerings import expand, load_offerings
+    from skyfleet.planner.validate import validate_plan
+
+    w = workload([300.0, 600.0], providers=["alpha", "beta"])
+    path = write_yaml("o.yaml", ROWS)
+    plan = plan_workload(w, [path], baselines=False).plan
+    offs = expand(load_offerings([path]), 0.85)
+    assert plan.meta.validated and validate_plan(plan, offs) == []
+    weak = plan.model_copy(deep=True)
+    for e in weak.entries:
+        if e.provider == "alpha":
+            e.replicas = [0 for _ in e.replicas]
+    assert any("after losing beta" in p for p in validate_plan(weak, offs))
+    big = plan.model_copy(deep=True)
+    big.entries[0].replicas = [n + 50 for n in big.entries[0].replicas]
+    assert any("quota" in p for p in validate_plan(big, offs))
+
+
+def test_a_binding_quota_has_a_shadow_price_that_relaxing_it_realises(write_yaml) -> None:  # type: ignore[no-untyped-def]
+    """The cheap provider's quota binds; the report prices +8 accelerators of it, and a
+    re-plan with that quota is cheaper by about as much (an LP estimate)."""
+
+    def rows(quota: int) -> dict[str, object]:
+        return {
+            "offerings": [
+                {
+                    "provider": "cheap",
+                    "region": "r1",
+                    "accelerator": "A100-80GB",
+                    "per_instance": 1,
+                    "on_demand": 1.0,
+                    "quota": quota,
+                    "date": "2026-11-20",
+                    "source": "test",
+                },
+                {
+                    "provider": "dear",
+                    "region": "r1",
+                    "accelerator": "A100-80GB",
+                    "per_instance": 1,
+                    "on_demand": 3.0,
+                    "quota": 64,
+                    "date": "2026-11-20",
+                    "source": "test",
+                },
+                {
+                    "provider": "dear2",
+                    "region": "r1",
+                    "accelerator": "A100-80GB",
+                    "per_instance": 1,
+                    "on_demand": 3.2,
+                    "quota": 64,
+                    "date": "2026-11-20",
+                    "source": "test",
+                },
+            ]
+        }
+
+    w = workload(
+        [2000.0, 2500.0],
+        model="Llama-3.2-1B",
+        providers=["cheap", "dear", "dear2"],
+        resilience="none",
+    )
+    plan = plan_workload(w, [write_yaml("a.yaml", rows(8))], time_limit_s=20).plan
+    quota = [b for b in plan.binding if b.kind == "quota" and b.what.startswith("cheap")]
+    assert quota, plan.binding
+    more = plan_workload(w, [write_yaml("b.yaml", rows(16))], baselines=False).plan
+    saved = plan.totals.cost_per_day - more.totals.cost_per_day
+    assert saved > 0
+    assert saved == pytest.approx(quota[0].saves_per_day, rel=0.35)

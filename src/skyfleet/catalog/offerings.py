@@ -33,6 +33,9 @@ class OfferingRow(BaseModel):
     accelerator: str = Field(min_length=1)
     instance: str = ""
     per_instance: int = Field(default=8, gt=0, description="accelerators per instance (max TP)")
+    billing_unit: int | None = Field(
+        default=None, gt=0, description="accelerators rented together (default per_instance)"
+    )
     on_demand: float | None = Field(default=None, ge=0)
     spot: float | None = Field(default=None, ge=0)
     reserved_1y: float | None = Field(default=None, ge=0)
@@ -42,14 +45,27 @@ class OfferingRow(BaseModel):
     spot_quota: int | None = Field(default=None, ge=0)
     reserved_quota: int | None = Field(default=None, ge=0)
     spot_availability: float | None = Field(default=None, gt=0, le=1)
+    estimated: list[TierName] = Field(
+        default_factory=list, description="tiers whose price is an estimate, not a price list's"
+    )
     date: str = Field(min_length=1, description="when the price was read (YYYY-MM-DD)")
+    source_url: str = Field(default="", description="the provider's own price page")
     source: str = Field(min_length=1)
 
     @model_validator(mode="after")
     def _has_a_price(self) -> OfferingRow:
         if all(getattr(self, t) is None for t in TIER_NAMES):
             raise ValueError(f"a row needs at least one price: {', '.join(TIER_NAMES)}")
+        if self.per_instance % self.unit:
+            raise ValueError(
+                f"billing_unit {self.unit} must divide per_instance {self.per_instance}"
+            )
         return self
+
+    @property
+    def unit(self) -> int:
+        """Accelerators rented together: cost and quota count whole units of this many."""
+        return self.billing_unit or self.per_instance
 
     @property
     def key(self) -> tuple[str, str, str]:
@@ -60,11 +76,13 @@ class OfferingRow(BaseModel):
         return None if v is None else float(v)
 
     def quota_for(self, tier: str) -> int:
+        """Accelerators usable at a tier: the quota, in whole billing units."""
+        q = self.quota
         if tier == "spot" and self.spot_quota is not None:
-            return self.spot_quota
-        if tier in ("reserved_1y", "reserved_3y") and self.reserved_quota is not None:
-            return self.reserved_quota
-        return self.quota
+            q = self.spot_quota
+        elif tier in ("reserved_1y", "reserved_3y") and self.reserved_quota is not None:
+            q = self.reserved_quota
+        return q // self.unit * self.unit
 
 
 class Offering(BaseModel):
@@ -78,12 +96,15 @@ class Offering(BaseModel):
     accelerator: str
     instance: str
     per_instance: int
+    unit: int = Field(default=1, gt=0, description="accelerators rented together")
     tier: TierName
     price: float = Field(ge=0, description="$ per accelerator-hour")
-    quota: int = Field(ge=0, description="accelerators")
+    quota: int = Field(ge=0, description="accelerators, in whole billing units")
     availability: float = Field(default=1.0, gt=0, le=1)
+    estimated: bool = False
     date: str
     source: str
+    source_url: str = ""
 
     @property
     def committed(self) -> bool:
@@ -187,12 +208,15 @@ def expand(
                     accelerator=r.accelerator,
                     instance=r.instance,
                     per_instance=r.per_instance,
+                    unit=r.unit,
                     tier=t,
                     price=price,
                     quota=r.quota_for(t),
                     availability=avail,
+                    estimated=t in r.estimated,
                     date=r.date,
                     source=r.source,
+                    source_url=r.source_url,
                 )
             )
     return out

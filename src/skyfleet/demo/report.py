@@ -72,8 +72,11 @@ class Summary:
     fleet_cost_per_hour: float
     plan_cost_per_day: float
     baselines: list[dict[str, Any]]
-    single_cloud: dict[str, Any] | None
-    savings_vs_single_cloud: float | None
+    single_cloud: dict[str, Any] | None  # the cheapest one-provider fleet surviving a region loss
+    single_cloud_no_resilience: dict[str, Any] | None  # one provider, surviving nothing
+    savings_vs_single_cloud: float | None  # vs single_cloud (like for like)
+    cost_story: list[str]  # the planner's own sentences (skyfleet plan says the same)
+    decomposition: list[dict[str, Any]]  # where the plan's cost comes from, step by step
     errors: dict[str, int]
     events: list[dict[str, Any]] = field(default_factory=list)
 
@@ -91,16 +94,12 @@ def _row(p: str, c: Any) -> ClassRow:
     return ClassRow(p, c.sent, c.ok, c.shed, c.failed, c.success_rate, c.ttft_ms(50), c.ttft_ms(99))
 
 
-def _single_cloud(baselines: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """The single-provider baseline among the plan's comparisons (cheapest feasible one)."""
-    cands = [
-        b
-        for b in baselines
-        if b.get("cost_per_day") is not None
-        and "single" in str(b.get("name", "")).lower()
-        and any(w in str(b.get("name", "")).lower() for w in ("provider", "cloud"))
-    ]
-    return min(cands, key=lambda b: float(b["cost_per_day"])) if cands else None
+def _baseline(baselines: list[dict[str, Any]], name: str) -> dict[str, Any] | None:
+    """A feasible comparison of the plan by name (the planner's like-for-like baselines)."""
+    return next(
+        (b for b in baselines if b.get("name") == name and b.get("cost_per_day") is not None),
+        None,
+    )
 
 
 def summarize(run: DemoRun) -> Summary:
@@ -165,8 +164,10 @@ def summarize(run: DemoRun) -> Summary:
         tot = {"retries": 0.0, "spillovers": 0.0, "shed": {}, "usage_cost": None}
         tot["cost_per_hour"] = 0.0
     plan = run.fleet.plan
+    from skyfleet.planner.report import cost_story as plan_cost_story
+
     baselines = [c.model_dump() for c in plan.comparisons]
-    single = _single_cloud(baselines)
+    single = _baseline(baselines, "single cloud, region N-1")
     per_day = plan.totals.cost_per_day
     savings = None
     if single is not None and float(single["cost_per_day"]) > 0:
@@ -200,7 +201,10 @@ def summarize(run: DemoRun) -> Summary:
         plan_cost_per_day=per_day,
         baselines=baselines,
         single_cloud=single,
+        single_cloud_no_resilience=_baseline(baselines, "single cloud, no resilience"),
         savings_vs_single_cloud=savings,
+        cost_story=plan_cost_story(plan),
+        decomposition=[d.model_dump() for d in plan.decomposition],
         errors=log.errors(),
         events=[
             {"t_s": round(ev.t - w0, 2), "endpoint": ev.endpoint, "provider": ev.provider}
@@ -236,39 +240,32 @@ def headline(s: Summary) -> list[tuple[str, str]]:
         ("plan cost / day", f"${s.plan_cost_per_day:,.0f}"),
     ]
     if s.single_cloud is not None:
-        base = float(s.single_cloud["cost_per_day"])
-        what = str(s.single_cloud.get("description", "")).replace("only ", "")
-        basis = str(s.single_cloud.get("basis", ""))
-        label = f"single cloud ({what}{', ' + basis if basis else ''}) / day"
-        out.append((label, f"${base:,.0f}"))
+        what = str(s.single_cloud.get("description", "")).split(":")[0].replace("only ", "")
+        out.append(
+            (
+                f"single cloud surviving a region loss ({what}) / day",
+                f"${float(s.single_cloud['cost_per_day']):,.0f}",
+            )
+        )
     if s.savings_vs_single_cloud is not None:
         v = s.savings_vs_single_cloud
-        if v >= 0:
-            out.append(("saved vs single cloud", f"{100 * v:.0f}%"))
-        else:
-            out.append(("extra vs single cloud: survives a provider loss", f"+{-100 * v:.0f}%"))
+        label = "plan vs that (like for like)"
+        out.append((label, f"{-100 * v:+.0f}%"))
+    if s.single_cloud_no_resilience is not None:
+        b = s.single_cloud_no_resilience
+        what = str(b.get("description", "")).split(":")[0].replace("only ", "")
+        out.append(
+            (f"single cloud surviving nothing ({what}) / day", f"${float(b['cost_per_day']):,.0f}")
+        )
     return out
 
 
 def cost_story(s: Summary) -> str:
-    """One sentence on the bill against the single-cloud baseline."""
-    if s.single_cloud is None:
+    """The bill against like-for-like single-cloud fleets, and where it comes from — the same
+    sentences `skyfleet plan` prints for this plan."""
+    if not s.cost_story:
         return f"The plan costs ${s.plan_cost_per_day:,.0f}/day."
-    base = float(s.single_cloud["cost_per_day"])
-    diff = s.plan_cost_per_day - base
-    what = s.single_cloud.get("description", "one provider")
-    if diff <= 0:
-        return (
-            f"The plan costs ${s.plan_cost_per_day:,.0f}/day, ${-diff:,.0f}/day less than the "
-            f"cheapest single-cloud fleet ({what}, ${base:,.0f}/day), and it survives the loss "
-            "of any one provider."
-        )
-    return (
-        f"The plan costs ${s.plan_cost_per_day:,.0f}/day against ${base:,.0f}/day for the "
-        f"cheapest single-cloud fleet ({what}, {s.single_cloud.get('basis', '')}): "
-        f"${diff:,.0f}/day buys surviving the loss of any one provider, which a single-cloud "
-        "fleet cannot: an outage like this run's would have stopped it entirely."
-    )
+    return " ".join(s.cost_story)
 
 
 def class_rows(rows: list[ClassRow]) -> list[list[str]]:
@@ -454,15 +451,33 @@ def write_html(s: Summary, run: DemoRun, path: Path) -> Path:
         f"Gateway counters: {s.retries:.0f} retries, {s.spillovers:.0f} spillovers, "
         f"{shed:.0f} shed. Fleet price ${s.fleet_cost_per_hour:.2f}/hour."
     )
-    rep.heading("Cost: the plan against its baselines")
-    rep.paragraph(cost_story(s))
-    rows: list[list[str]] = [["this plan (N-1 resilient)", f"${s.plan_cost_per_day:,.0f}", ""]]
+    rep.heading("Cost: the plan against like-for-like fleets, and where it comes from")
+    for line in s.cost_story:
+        rep.paragraph(line)
+    rows: list[list[str]] = [["this plan", f"${s.plan_cost_per_day:,.0f}", "see above", ""]]
     for b in s.baselines:
         cpd = b.get("cost_per_day")
         rows.append(
-            [str(b["name"]), "infeasible" if cpd is None else f"${cpd:,.0f}", b["description"]]
+            [
+                str(b["name"]),
+                "infeasible" if cpd is None else f"${cpd:,.0f}",
+                str(b.get("survives", "")),
+                b["description"],
+            ]
         )
-    rep.table(["plan", "cost / day", "what it is"], rows)
+    rep.table(["plan", "cost / day", "survives the loss of", "what it is"], rows)
+    if s.decomposition:
+        rep.table(
+            ["step (constraints added in this order)", "cost / day", "change"],
+            [
+                [
+                    str(d["name"]),
+                    "infeasible" if d["cost_per_day"] is None else f"${d['cost_per_day']:,.0f}",
+                    "" if d["delta_per_day"] is None else f"{d['delta_per_day']:+,.0f}",
+                ]
+                for d in s.decomposition
+            ],
+        )
     rep.heading("The plan")
     plan = run.fleet.plan
     rep.table(

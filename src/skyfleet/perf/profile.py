@@ -10,8 +10,9 @@ iteration is `Profile.iteration_time` = Σ prefill(prompt admitted) + decode_ste
 Defaults come from a roofline (weights and KV read at an achieved fraction of HBM
 bandwidth, matmuls at an achieved fraction of peak FLOP/s, plus fixed overheads) with the
 efficiency factors of a named engine preset (`EFFICIENCY_PRESETS`: vllm-2025 by default,
-trtllm-2025, splitwise-2023); `fit_profile` calibrates them from measured points and the
-result round-trips through YAML. docs/perf.md has the formulas and their validation.
+vllm-rocm-2024 by default on AMD accelerators, trtllm-2025, splitwise-2023); `fit_profile`
+calibrates them from measured points and the result round-trips through YAML. docs/perf.md
+has the formulas and their validation.
 """
 
 from __future__ import annotations
@@ -90,6 +91,15 @@ class Efficiency(BaseModel):
 
 
 DEFAULT_PRESET = "vllm-2025"
+#: The default preset per accelerator vendor (the engine stack that vendor's devices run).
+VENDOR_PRESETS: dict[str, str] = {"amd": "vllm-rocm-2024"}
+
+
+def default_preset(accelerator: Accelerator | str) -> str:
+    """The preset a default profile uses on this accelerator (by vendor; vllm-2025 else)."""
+    a = get_accelerator(accelerator) if isinstance(accelerator, str) else accelerator
+    return VENDOR_PRESETS.get(a.vendor, DEFAULT_PRESET)
+
 
 #: Engine-stack presets. Each was checked against published measurements of that stack
 #: (tests/perf/published.yaml): see docs/perf.md for the comparison and tolerances.
@@ -104,6 +114,20 @@ EFFICIENCY_PRESETS: dict[str, Efficiency] = {
         step_overhead_s=0.001,
         per_seq_overhead_s=0.000003,
         allreduce_latency_s=0.00004,
+        interconnect=0.5,
+    ),
+    # vLLM on ROCm (2024: vLLM 0.4–0.6, ROCm 6.1–6.2) on AMD Instinct: fitted to AMD's MLPerf
+    # Inference v4.1 Llama-2-70B offline results and OCI's vLLM Llama-3.1-405B TP8
+    # measurements on MI300X; the default for AMD accelerators. Far below the roofline:
+    # ~38% of HBM bandwidth and 43% decode MFU at FP8, 30% of Infinity Fabric bandwidth.
+    "vllm-rocm-2024": Efficiency(
+        bandwidth=0.38,
+        mfu_prefill=0.6,
+        mfu_decode=0.43,
+        step_overhead_s=0.0024,
+        per_seq_overhead_s=0.000035,
+        allreduce_latency_s=0.0,
+        interconnect=0.3,
     ),
     # The 2023 stack behind Splitwise's perf_model.csv (ISCA'24): 2-4x slower than the
     # roofline, dominated by per-step overheads, with slow (non-flash) prefill attention.
@@ -255,8 +279,8 @@ def default_profile(
 ) -> Profile:
     """A profile from the roofline with efficiency factors (no measurement needed).
 
-    `efficiency` is an `Efficiency` or the name of a preset (`vllm-2025` by default,
-    `trtllm-2025`, `splitwise-2023`).
+    `efficiency` is an `Efficiency` or the name of a preset (by default `vllm-rocm-2024` on
+    AMD accelerators and `vllm-2025` on the others; `trtllm-2025`, `splitwise-2023`).
     """
     m = get_model(model) if isinstance(model, str) else model
     a = get_accelerator(accelerator) if isinstance(accelerator, str) else accelerator
@@ -264,15 +288,17 @@ def default_profile(
     if isinstance(efficiency, str):
         eff, label = Efficiency.preset(efficiency), efficiency.strip().lower()
     elif efficiency is None:
-        eff, label = Efficiency.preset(DEFAULT_PRESET), DEFAULT_PRESET
+        label = default_preset(a)
+        eff = Efficiency.preset(label)
     else:
         label = next((k for k, v in EFFICIENCY_PRESETS.items() if v == efficiency), "custom")
         eff = efficiency
     bw = eff.bandwidth * a.mem_bw_gbps * 1e9
     flops = a.flops(m.weight_dtype)
-    # Two all-reduces per layer under TP: a latency term per step (decode), plus the
-    # activation bytes of each prompt token over the interconnect (ring: 2(N-1)/N of the
-    # data each way at half the bidirectional figure).
+    # Two all-reduces per layer under TP: a latency term per step, plus the activation bytes
+    # of every token in the step over the interconnect (ring: 2(N-1)/N of the data each way
+    # at half the bidirectional figure) — each prompt token in prefill, each decoding
+    # sequence in decode.
     comm = 0.0
     comm_per_token = 0.0
     if tp > 1:
@@ -294,7 +320,9 @@ def default_profile(
         prefill_per_token_s=flops_per_token / (eff.mfu_prefill * flops) + comm_per_token,
         prefill_quad_s=attn_flops_per_pair / (mfu_attn * flops),
         decode_base_s=eff.step_overhead_s + comm + weights_s,
-        decode_per_seq_s=eff.per_seq_overhead_s + flops_per_token / (eff.mfu_decode * flops),
+        decode_per_seq_s=eff.per_seq_overhead_s
+        + flops_per_token / (eff.mfu_decode * flops)
+        + comm_per_token,
         decode_per_ctx_token_s=kv_bytes_per_token_per_device(m, tp) / bw,
         kv_capacity_tokens=kv_capacity_tokens(m, a, tp, eng),
         max_context=m.max_context,

@@ -1,9 +1,11 @@
 """Replica types: per-replica capacity at the SLO for each (model, accelerator, TP) and bucket.
 
 Capacity comes from the perf model (`max_rate_at_slo` of `default_profile`) or from a
-measured profile file named in the workload. For each accelerator the planner keeps the
-smallest TP that serves some bucket within the SLO and the next larger one, unless the larger
-one is no better per accelerator on any bucket (then it can never be cheaper).
+measured profile file named in the workload. For each accelerator every power-of-two TP up to
+the largest instance that sells it is tried; a TP is dropped when a smaller one is at least as
+good per accelerator on every bucket (its replicas fit in the same accelerators, so the larger
+one can never be cheaper). Capacities are rounded down to 1e-4 req/s, the precision the plan
+file keeps, so the optimiser and the written plan agree exactly.
 """
 
 from __future__ import annotations
@@ -16,7 +18,14 @@ from skyfleet.errors import DoesNotFitError
 from skyfleet.perf import Profile, RequestSizes, default_profile, max_rate_at_slo, steady_state
 from skyfleet.workload import ModelWorkload
 
-TP_CHOICES = (1, 2, 4, 8)
+TP_CHOICES = (1, 2, 4, 8, 16)
+CAP_DECIMALS = 4
+
+
+def floor_cap(x: float) -> float:
+    """Round a capacity down to the plan file's precision (never overstate it)."""
+    q = 10.0**CAP_DECIMALS
+    return math.floor(x * q + 1e-9) / q
 
 
 @dataclass(frozen=True)
@@ -85,12 +94,14 @@ def replica_types(
                 fit_msg = str(e)
                 continue
             caps = tuple(
-                max_rate_at_slo(
-                    p,
-                    RequestSizes(b.input_tokens, b.output_tokens),
-                    slo.ttft_ms / 1e3,
-                    slo.tpot_ms / 1e3,
-                    slo.percentile,
+                floor_cap(
+                    max_rate_at_slo(
+                        p,
+                        RequestSizes(b.input_tokens, b.output_tokens),
+                        slo.ttft_ms / 1e3,
+                        slo.tpot_ms / 1e3,
+                        slo.percentile,
+                    )
                 )
                 for b in mw.sizes
             )
@@ -103,7 +114,7 @@ def replica_types(
                     f"{mw.sizes[0].label} tokens)"
                 )
                 continue
-            mix = mix_capacity(caps, fractions)
+            mix = floor_cap(mix_capacity(caps, fractions))
             best = max(range(len(caps)), key=lambda i: caps[i])
             rate = mix if mix > 0 else caps[best]
             sizes = mw.sizes[best] if mix <= 0 else None
@@ -117,14 +128,9 @@ def replica_types(
             )
             st = steady_state(p, rate * 0.999, avg, slo.percentile)
             conc = max(1, math.ceil(st.batch)) if st.stable else p.engine.max_num_seqs
-            found.append(ReplicaType(accel, tp, caps, mix, conc, p.source))
-            if len(found) == 2:
-                break
-        if len(found) == 2:
-            small, big = found
-            ratio = big.tp / small.tp
-            if all(bc <= sc * ratio + 1e-12 for sc, bc in zip(small.cap, big.cap, strict=True)):
-                found = [small]
+            rt = ReplicaType(accel, tp, caps, mix, conc, p.source)
+            if not any(_dominates(small, rt) for small in found):
+                found.append(rt)
         if found:
             out.extend(found)
         elif slo_msg:
@@ -132,3 +138,9 @@ def replica_types(
         else:
             bad.append(Unservable(accel, "does not fit", fit_msg or f"no TP ≤ {limit} fits"))
     return out, bad
+
+
+def _dominates(small: ReplicaType, big: ReplicaType) -> bool:
+    """`big` is no better per accelerator than `small` on any bucket (so never cheaper)."""
+    ratio = big.tp / small.tp
+    return all(bc <= sc * ratio + 1e-12 for sc, bc in zip(small.cap, big.cap, strict=True))

@@ -1,12 +1,52 @@
-"""`skyfleet plan`: replicas per offering per period at least cost, surviving a provider loss."""
+"""`skyfleet plan`: replicas per offering per period at least cost, surviving a provider loss;
+`skyfleet plan diff OLD NEW`: what changed between two plans."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import typer
+from typer.core import TyperGroup
+
+
+class _PlanGroup(TyperGroup):
+    """`skyfleet plan WORKLOAD.yaml …` runs `plan make`; `skyfleet plan diff …` the diff."""
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        if args and args[0] not in self.commands and args[0] not in ("--help", "-h"):
+            args = ["make", *args]
+        return super().parse_args(ctx, args)
 
 
 def register(app: typer.Typer) -> None:
-    @app.command("plan")
+    plan_app = typer.Typer(
+        cls=_PlanGroup,
+        help="Plan replicas per offering per period (`skyfleet plan WORKLOAD.yaml`), or "
+        "compare two plans (`skyfleet plan diff OLD NEW`).",
+        no_args_is_help=True,
+    )
+    app.add_typer(plan_app, name="plan")
+
+    @plan_app.command("diff")
+    def diff_cmd(
+        old: str = typer.Argument(..., help="the earlier plan YAML"),
+        new: str = typer.Argument(..., help="the later plan YAML"),
+        as_json: bool = typer.Option(False, "--json", help="print JSON instead of tables"),
+    ) -> None:
+        """What changed between two plan files: cost, settings, providers, entries, N-1."""
+        import json
+
+        from skyfleet.planner.diff import diff_plans
+        from skyfleet.planner.plan import Plan
+        from skyfleet.planner.report import print_diff
+
+        d = diff_plans(Plan.load(old), Plan.load(new))
+        if as_json:
+            typer.echo(json.dumps(d.as_dict(), indent=1, default=str))
+        else:
+            print_diff(d, old, new)
+
+    @plan_app.command("make")
     def plan_cmd(
         workload: str = typer.Argument(..., help="workload YAML (see examples/workloads)"),
         offerings: list[str] = typer.Option(
@@ -19,6 +59,14 @@ def register(app: typer.Typer) -> None:
             None, "--max-share", help="max fraction of a model's capacity on one provider"
         ),
         min_providers: int | None = typer.Option(None, "--min-providers", min=1),
+        headroom: float | None = typer.Option(
+            None, "--headroom", help="spare capacity over demand, e.g. 0.1 (default: workload's)"
+        ),
+        spot_in_survivors: str | None = typer.Option(
+            None,
+            "--spot-in-survivors",
+            help="none (default) | discounted: does spot count after a provider loss?",
+        ),
         time_limit: float = typer.Option(60.0, "--time-limit", help="solver seconds"),
         out: str = typer.Option("plan.yaml", "--out", help="plan YAML to write"),
         json_path: str | None = typer.Option(None, "--json", help="also write JSON here"),
@@ -52,10 +100,14 @@ def register(app: typer.Typer) -> None:
         baselines: bool = typer.Option(True, "--baselines/--no-baselines"),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="no terminal report"),
     ) -> None:
-        """Plan replicas per offering per period: SLO met, least cost, N-1 resilient."""
-        import yaml
-        from rich.console import Console
+        """Plan replicas per offering per period: SLO met, least cost, N-1 resilient.
 
+        The plan is re-checked (quotas, N-1 coverage) before it is written; one that fails
+        is not written.
+        """
+        import yaml
+
+        from skyfleet.console import make_console
         from skyfleet.errors import ConfigError
         from skyfleet.planner.api import plan_workload
         from skyfleet.planner.plan import export_gateway_config
@@ -68,8 +120,14 @@ def register(app: typer.Typer) -> None:
             )
         if max_share is not None and not 0 < max_share <= 1:
             raise ConfigError(f"--max-share: expected a fraction in (0, 1], got {max_share}")
+        if headroom is not None and not 0 <= headroom <= 2:
+            raise ConfigError(f"--headroom: expected a fraction in [0, 2], got {headroom}")
+        if spot_in_survivors is not None and spot_in_survivors not in ("none", "discounted"):
+            raise ConfigError(
+                f"--spot-in-survivors: expected none or discounted, got {spot_in_survivors!r}"
+            )
         w = load_workload(workload)
-        err = Console(stderr=True)
+        err = make_console(stderr=True)
         with err.status("planning…") as status:
             result = plan_workload(
                 w,
@@ -77,6 +135,8 @@ def register(app: typer.Typer) -> None:
                 resilience=resilience,
                 max_share=max_share,
                 min_providers=min_providers,
+                headroom=headroom,
+                spot_in_survivors=spot_in_survivors,
                 time_limit_s=time_limit,
                 baselines=baselines,
                 progress=lambda msg: status.update(f"planning: {msg}"),

@@ -60,11 +60,31 @@ def diagnose(prob: Problem) -> str:
                     f"accelerator (TTFT ≤ {mw.slo.ttft_ms:g} ms, TPOT ≤ {mw.slo.tpot_ms:g} ms)"
                 )
         if not any(c.m == m for c in prob.columns):
-            accs = ", ".join(sorted({rt.accelerator for rt in prob.rtypes[m]}))
+            names = {rt.accelerator for rt in prob.rtypes[m]}
+            accs = ", ".join(sorted(names))
+            small = [p.first for p in prob.pools if p.first.accelerator in names]
+            if small:
+                smallest = min(rt.tp for rt in prob.rtypes[m])
+                msgs.append(
+                    f"quota too small: every offering of {accs} has less quota than one "
+                    f"{smallest}-accelerator replica in whole billing units (e.g. "
+                    f"{small[0].id}: {small[0].quota} usable, rented {small[0].unit} at a time)"
+                )
+                continue
             msgs.append(
                 f"no offering sells what {mw.name} can run on ({accs}) — check the "
                 "providers/accelerators/tiers filters"
             )
+    if prob.options.resilience != "none":
+        for m, mw in enumerate(w.models):
+            doms = {prob.group_of(j) for j in range(len(prob.columns)) if prob.col_m[j] == m}
+            if len(doms) == 1:
+                (only,) = doms
+                msgs.append(
+                    f"N-1 resilience ({prob.options.resilience}) binds: {mw.name} "
+                    f"({mw.model}) can run only on {only} among the offerings, so losing it "
+                    "loses the model; offer it elsewhere or plan with a narrower --resilience"
+                )
     if msgs:
         return "; ".join(msgs)
     peak = {mw.name: float(prob.demand[m].max()) for m, mw in enumerate(w.models)}

@@ -15,12 +15,11 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from skyfleet.errors import ConfigError
+from skyfleet.vocab import PriceTier
 from skyfleet.workload import validation_message
 from skyfleet.yamlio import read_yaml
 
-Tier = Literal["on_demand", "spot", "reserved_1y", "reserved_3y", "owned"]
 Resilience = Literal["provider", "region", "none"]
-TIERS: tuple[Tier, ...] = ("on_demand", "spot", "reserved_1y", "reserved_3y", "owned")
 COMMITTED_TIERS: frozenset[str] = frozenset({"reserved_1y", "reserved_3y", "owned"})
 HOURS_PER_MONTH = 730.0
 
@@ -35,11 +34,12 @@ class PlanEntry(BaseModel):
     model: str = Field(description="public model name (workload)")
     model_spec: str = Field(default="", description="catalog model served, e.g. Llama-3.1-8B")
     offering: str = Field(default="", description="catalog offering id")
+    instance: str = Field(default="", description="the provider's instance type (catalog)")
     provider: str
     region: str
     accelerator: str
     accelerators_per_replica: int = Field(default=1, gt=0, description="tensor parallel size")
-    tier: Tier
+    tier: PriceTier
     price_per_replica_hour: float = Field(ge=0)
     capacity_rps_per_replica: float = Field(
         ge=0,
@@ -88,6 +88,12 @@ class ModelDemand(BaseModel):
     demand_rps: list[float]
     tokens_per_request: float = Field(ge=0)
     slo: dict[str, float] = Field(default_factory=dict)
+    bucket_fractions: dict[str, float] = Field(
+        default_factory=dict, description="share of requests per size bucket (label → share)"
+    )
+    priority: dict[str, float] = Field(
+        default_factory=dict, description="share of requests per priority class"
+    )
 
 
 class PlanMeta(BaseModel):
@@ -105,9 +111,22 @@ class PlanMeta(BaseModel):
     optimality_gap: float | None = Field(default=None, description="proven relative gap")
     solve_seconds: float = 0.0
     resilience: Resilience = "provider"
+    spot_in_survivors: Literal["none", "discounted"] = Field(
+        default="discounted",
+        description="after a loss: none = only non-spot capacity counts (plans before this "
+        "field counted spot at its availability)",
+    )
+    headroom: float = Field(default=0.0, ge=0, description="spare capacity over demand")
+    shed_on_loss: list[str] = Field(
+        default_factory=list, description="priority classes the plan may shed during a loss"
+    )
+    target_utilization: float = 1.0
     max_share: float | None = None
     min_providers: int = 1
     spot_availability: float = 1.0
+    validated: bool = Field(
+        default=False, description="quotas and N-1 coverage re-checked from this file"
+    )
     notes: list[str] = Field(default_factory=list)
 
 
@@ -132,6 +151,64 @@ class Comparison(BaseModel):
     cost_per_day: float | None = Field(description="None = infeasible")
     description: str = ""
     basis: str = Field(default="same constraints", description="or what it leaves out")
+    survives: str = Field(
+        default="", description="the failure it survives: provider, region or none"
+    )
+
+
+class IdleCapacity(BaseModel):
+    """Accelerators paid for (the rest of a billing unit) that no replica uses."""
+
+    model_config = _CFG
+
+    offering: str
+    provider: str
+    region: str
+    accelerator: str
+    tier: PriceTier
+    price_per_accelerator_hour: float = Field(ge=0)
+    accelerators: list[int] = Field(description="idle accelerators per period")
+
+    def cost(self, period_hours: float) -> float:
+        return self.price_per_accelerator_hour * period_hours * sum(self.accelerators)
+
+
+class Coverage(BaseModel):
+    """What a model keeps after the worst single loss (capacity at the SLO, spot per
+    `meta.spot_in_survivors`)."""
+
+    model_config = _CFG
+
+    model: str
+    worst_loss: str = Field(description="the provider (or region) whose loss hurts most")
+    required: float = Field(description="share of demand the plan promises after a loss")
+    served_after_worst_loss: float = Field(description="min over periods, capacity ÷ demand")
+    shed_rps_peak: float = Field(
+        default=0.0, description="most req/s that would be shed after the worst loss"
+    )
+    shed_share_peak: float = Field(default=0.0, description="that, as a share of demand")
+
+
+class CostStep(BaseModel):
+    """One step of the cost decomposition: the cost once this constraint is added."""
+
+    model_config = _CFG
+
+    name: str
+    cost_per_day: float | None
+    delta_per_day: float | None = None
+    description: str = ""
+
+
+class Binding(BaseModel):
+    """A binding constraint and what relaxing it is worth (LP shadow price)."""
+
+    model_config = _CFG
+
+    kind: str = Field(description="quota | n1 | share | min_providers | headroom")
+    what: str
+    saves_per_day: float = Field(description="$ per day saved by the step below")
+    step: str = Field(description="e.g. '+8 accelerators of quota'")
 
 
 class Plan(BaseModel):
@@ -145,6 +222,10 @@ class Plan(BaseModel):
     entries: list[PlanEntry]
     totals: Totals = Totals()
     comparisons: list[Comparison] = Field(default_factory=list)
+    idle: list[IdleCapacity] = Field(default_factory=list)
+    coverage: list[Coverage] = Field(default_factory=list)
+    decomposition: list[CostStep] = Field(default_factory=list)
+    binding: list[Binding] = Field(default_factory=list)
 
     # -- queries ------------------------------------------------------------------------
     @property
@@ -181,10 +262,11 @@ class Plan(BaseModel):
         raise ConfigError(f"plan has no model {model!r}; it has {[m.name for m in self.models]}")
 
     def cost_per_period(self) -> list[float]:
-        """$ spent in each period."""
+        """$ spent in each period (replicas and idle accelerators of rented units)."""
         ph = self.meta.period_hours
         return [
             sum(e.price_per_replica_hour * ph * e.replicas[t] for e in self.entries)
+            + sum(i.price_per_accelerator_hour * ph * i.accelerators[t] for i in self.idle)
             for t in range(self.meta.periods)
         ]
 
@@ -194,7 +276,8 @@ class Plan(BaseModel):
 
     # -- persistence --------------------------------------------------------------------
     def to_yaml(self) -> str:
-        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False, width=100)
+        dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)  # libyaml: many times faster
+        return yaml.dump(self.model_dump(mode="json"), Dumper=dumper, sort_keys=False, width=100)
 
     def save(self, path: str | Path) -> Path:
         p = Path(path)
@@ -216,6 +299,12 @@ class Plan(BaseModel):
                 raise ConfigError(
                     f"{p}: key 'entries.{i}.replicas': expected {plan.meta.periods} values "
                     f"(meta.periods), got {len(entry.replicas)}"
+                )
+        for i, idle in enumerate(plan.idle):
+            if len(idle.accelerators) != plan.meta.periods:
+                raise ConfigError(
+                    f"{p}: key 'idle.{i}.accelerators': expected {plan.meta.periods} values "
+                    f"(meta.periods), got {len(idle.accelerators)}"
                 )
         return plan
 

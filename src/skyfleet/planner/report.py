@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from skyfleet.planner.plan import Plan
+from skyfleet.planner.plan import Comparison, CostStep, Plan
+
+if TYPE_CHECKING:
+    from skyfleet.planner.diff import PlanDiff
 
 
 def utilisation(plan: Plan) -> dict[str, list[float]]:
@@ -67,14 +70,138 @@ def _entry_rows(plan: Plan) -> list[list[str]]:
     return rows
 
 
+def _money(x: float | None) -> str:
+    return "infeasible" if x is None else f"${x:,.0f}"
+
+
+def _signed(x: float | None) -> str:
+    return "" if x is None else f"{'+' if x >= 0 else '−'}${abs(x):,.0f}"
+
+
+def _comparison(plan: Plan, name: str) -> Comparison | None:
+    return next((c for c in plan.comparisons if c.name == name), None)
+
+
+def cost_story(plan: Plan) -> list[str]:
+    """The plan's cost against like-for-like single-cloud fleets, and where it comes from
+    (the planner's own decomposition), in sentences."""
+    t, m = plan.totals, plan.meta
+    out: list[str] = []
+    spot = "spot not counted after a loss" if m.spot_in_survivors == "none" else "spot discounted"
+    what = (
+        f"survives the loss of any one {m.resilience} ({spot})"
+        if m.resilience != "none"
+        else "survives no loss (resilience none)"
+    )
+    out.append(f"This plan costs ${t.cost_per_day:,.0f}/day and {what}.")
+    region = _comparison(plan, "single cloud, region N-1")
+    bare = _comparison(plan, "single cloud, no resilience")
+    if region is not None:
+        if region.cost_per_day is None:
+            out.append(
+                "No single provider can meet the same SLO and survive the loss of one of its "
+                "regions within its quotas."
+            )
+        else:
+            rel = t.cost_per_day / region.cost_per_day - 1 if region.cost_per_day else 0.0
+            cmp = f"{abs(rel):.0%} {'cheaper' if rel < 0 else 'more'}"
+            out.append(
+                f"Like for like, the cheapest single-cloud fleet with the same SLO and headroom "
+                f"that survives a region loss ({region.description.split(':')[0]}) costs "
+                f"${region.cost_per_day:,.0f}/day: the plan is {cmp}"
+                + (
+                    ", and it also survives losing a whole provider."
+                    if m.resilience == "provider"
+                    else "."
+                )
+            )
+    if bare is not None and bare.cost_per_day is not None:
+        out.append(
+            f"A single cloud with no resilience at all ({bare.description.split(':')[0]}) "
+            f"would cost ${bare.cost_per_day:,.0f}/day — but one outage would stop the service."
+        )
+    steps = [s for s in plan.decomposition[1:] if s.delta_per_day is not None]
+    if steps:
+
+        def label(s: CostStep) -> str:
+            return "whole replicas" if s.name.startswith("=") else s.name.lstrip("+ ")
+
+        parts = [f"{label(s)} {_signed(s.delta_per_day)}" for s in steps]
+        first = plan.decomposition[0]
+        big = max(steps, key=lambda s: abs(s.delta_per_day or 0.0))
+        out.append(
+            f"Where the cost comes from: {first.name} {_money(first.cost_per_day)}, then "
+            + ", ".join(parts)
+            + f" per day; the largest step is {label(big)}."
+        )
+    for c in plan.coverage:
+        if c.shed_rps_peak > 0:
+            out.append(
+                f"{c.model}: after losing {c.worst_loss} the plan may shed up to "
+                f"{c.shed_rps_peak:,.1f} req/s ({c.shed_share_peak:.0%}) of "
+                f"{', '.join(m.shed_on_loss)} traffic."
+            )
+    return out
+
+
+def decomposition_rows(plan: Plan) -> list[list[str]]:
+    return [
+        [s.name, _money(s.cost_per_day), _signed(s.delta_per_day), s.description]
+        for s in plan.decomposition
+    ]
+
+
+def binding_rows(plan: Plan) -> list[list[str]]:
+    return [[b.what, b.step, f"${b.saves_per_day:,.0f}/day"] for b in plan.binding]
+
+
+def coverage_rows(plan: Plan) -> list[list[str]]:
+    return [
+        [
+            c.model,
+            c.worst_loss,
+            f"{c.required:.0%}",
+            f"{c.served_after_worst_loss:.0%}",
+            f"{c.shed_rps_peak:,.1f} req/s ({c.shed_share_peak:.0%})"
+            if c.shed_rps_peak
+            else "none",
+        ]
+        for c in plan.coverage
+    ]
+
+
+COVERAGE_HEADER = ["model", "worst loss", "must keep", "keeps (capacity ÷ demand)", "may shed"]
+DECOMPOSITION_HEADER = ["step", "cost/day", "change", "what"]
+BINDING_HEADER = ["binding constraint", "relax by", "saves (LP estimate)"]
+
+
+def _comparison_rows(plan: Plan) -> list[list[str]]:
+    t = plan.totals
+    return [
+        [
+            x.name,
+            _money(x.cost_per_day),
+            ""
+            if x.cost_per_day is None or t.cost_per_day <= 0
+            else f"{x.cost_per_day / t.cost_per_day - 1:+.1%}",
+            x.survives or "",
+            x.basis,
+            x.description,
+        ]
+        for x in plan.comparisons
+    ]
+
+
+COMPARISON_HEADER = ["compared with", "cost/day", "vs plan", "survives", "basis", "what"]
+
+
 def print_report(plan: Plan) -> None:
     """A terminal summary: totals, entries with reasons, baselines."""
-    from rich.console import Console
     from rich.table import Table
 
-    c = Console()
-    if not c.is_terminal:
-        c = Console(width=160)  # piped or captured: don't squeeze the table to 80 columns
+    from skyfleet.console import make_console
+
+    c = make_console()  # piped or captured: wide tables, unwrapped lines
     m = plan.meta
     gap = "" if m.optimality_gap is None else f", proven gap {m.optimality_gap:.2%}"
     c.print(
@@ -94,19 +221,33 @@ def print_report(plan: Plan) -> None:
     for r in _entry_rows(plan):
         tab.add_row(*r)
     c.print(tab)
-    if plan.comparisons:
-        cmp = Table(title="baselines and the price of resilience ($/day)")
-        for h in ["compared with", "cost/day", "vs plan", "basis", "what"]:
-            cmp.add_column(h, overflow="fold")
-        for x in plan.comparisons:
-            cost = "infeasible" if x.cost_per_day is None else f"${x.cost_per_day:,.0f}"
-            ratio = (
-                ""
-                if x.cost_per_day is None or t.cost_per_day <= 0
-                else f"{x.cost_per_day / t.cost_per_day - 1:+.1%}"
-            )
-            cmp.add_row(x.name, cost, ratio, x.basis, x.description)
-        c.print(cmp)
+    for title, header, rows in (
+        ("N-1 coverage after the worst single loss", COVERAGE_HEADER, coverage_rows(plan)),
+        (
+            "baselines and the price of resilience ($/day)",
+            COMPARISON_HEADER,
+            _comparison_rows(plan),
+        ),
+        (
+            "where the cost comes from (constraints added in this order)",
+            DECOMPOSITION_HEADER,
+            decomposition_rows(plan),
+        ),
+        ("binding constraints", BINDING_HEADER, binding_rows(plan)),
+    ):
+        if not rows:
+            continue
+        tab = Table(title=title)
+        for h in header:
+            tab.add_column(h, overflow="fold")
+        for r in rows:
+            tab.add_row(*r)
+        c.print(tab)
+    if plan.idle:
+        idle = sum(max(i.accelerators) for i in plan.idle)
+        c.print(f"idle: up to {idle} accelerators are paid for as the rest of rented instances")
+    for line in cost_story(plan):
+        c.print(line)
     for n in m.notes:
         c.print(f"note: {n}")
 
@@ -184,21 +325,19 @@ def write_html(plan: Plan, path: str | Path) -> Path:
         ax.invert_yaxis()
         ax.set_xlabel("$ per day (0 = infeasible)")
         rep.figure(fig, "baselines")
-        rep.table(
-            ["compared with", "$/day", "vs plan", "basis", "what"],
-            [
-                [
-                    c.name,
-                    "infeasible" if c.cost_per_day is None else f"${c.cost_per_day:,.0f}",
-                    ""
-                    if c.cost_per_day is None or t.cost_per_day <= 0
-                    else f"{c.cost_per_day / t.cost_per_day - 1:+.1%}",
-                    c.basis,
-                    c.description,
-                ]
-                for c in plan.comparisons
-            ],
-        )
+        rep.table(COMPARISON_HEADER, _comparison_rows(plan))
+    if plan.decomposition or plan.comparisons:
+        rep.heading("The cost story: like for like, and where the cost comes from")
+        for line in cost_story(plan):
+            rep.paragraph(line)
+        if plan.decomposition:
+            rep.table(DECOMPOSITION_HEADER, decomposition_rows(plan))
+    if plan.coverage:
+        rep.heading("N-1 coverage after the worst single loss")
+        rep.table(COVERAGE_HEADER, coverage_rows(plan))
+    if plan.binding:
+        rep.heading("Binding constraints and their shadow prices")
+        rep.table(BINDING_HEADER, binding_rows(plan))
     rep.heading("Offerings in the plan, and why")
     rep.table(
         ["model", "where", "accel×TP", "tier", "replicas", "req/s each", "$/h each", "why"],
@@ -214,3 +353,44 @@ def write_html(plan: Plan, path: str | Path) -> Path:
     for n in m.notes:
         rep.paragraph(f"Note: {n}")
     return rep.write(path)
+
+
+def print_diff(d: PlanDiff, old: str, new: str) -> None:
+    """`skyfleet plan diff` in the terminal."""
+    from rich.table import Table
+
+    from skyfleet.console import make_console
+
+    c = make_console()
+    rel = d.delta_per_day / d.old_cost_per_day if d.old_cost_per_day else 0.0
+    c.print(
+        f"[bold]{old} → {new}[/]: ${d.old_cost_per_day:,.0f} → ${d.new_cost_per_day:,.0f}/day "
+        f"({_signed(d.delta_per_day)}, {rel:+.1%})"
+    )
+    for k, (a, b) in d.settings.items():
+        c.print(f"  {k}: {a} → {b}")
+    if d.providers_added or d.providers_removed:
+        c.print(
+            f"  providers: +{', '.join(d.providers_added) or '–'} "
+            f"−{', '.join(d.providers_removed) or '–'}"
+        )
+    for m, (a, b) in d.coverage.items():
+        fa = "–" if a is None else f"{a:.0%}"
+        fb = "–" if b is None else f"{b:.0%}"
+        c.print(f"  {m}: kept after the worst loss {fa} → {fb}")
+    for n in d.notes:
+        c.print(f"  note: {n}")
+    if not d.entries:
+        c.print("no entry changed")
+        return
+    tab = Table(title="entries that changed (largest cost change first)")
+    for h in ["entry", "change", "peak replicas", "cost/day"]:
+        tab.add_column(h, overflow="fold")
+    for e in d.entries:
+        tab.add_row(
+            e.key,
+            e.change,
+            f"{e.old_peak} → {e.new_peak}",
+            f"${e.old_cost_per_day:,.0f} → ${e.new_cost_per_day:,.0f}",
+        )
+    c.print(tab)

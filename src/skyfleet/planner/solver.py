@@ -22,7 +22,7 @@ DIRECT_MAX_INT_VARS = 4000
 TINY_INT_VARS = 300
 
 
-def _int_vars(prob: Problem, v: Variant) -> int:
+def int_vars(prob: Problem, v: Variant) -> int:
     cols = range(len(prob.columns)) if v.columns is None else v.columns
     nt = prob.T if v.periods is None else len(v.periods)
     return sum(1 if prob.committed(j) else nt for j in cols)
@@ -60,7 +60,7 @@ def solve_plan(
     def left() -> float:
         return limit - (time.perf_counter() - t0)
 
-    n_int = _int_vars(prob, v)
+    n_int = int_vars(prob, v)
     if n_int <= TINY_INT_VARS:
         start = greedy(prob, v) if v.warm is None else None
         warm = start.y if start is not None and start.feasible else v.warm
@@ -80,6 +80,7 @@ def solve_plan(
     warm = v.warm if v.warm is not None else dec.y
     direct = solve(prob, Variant(**{**v.__dict__, "warm": warm, "time_limit_s": max(left(), 0.5)}))
     best = direct if direct.feasible and direct.cost <= dec.cost + 1e-9 else dec
+    best.lp = dec.lp
     bounds = [b for b in (dec.bound, direct.bound) if b is not None]
     if bounds and best.cost > 0:
         best.bound = max(bounds)
@@ -160,8 +161,7 @@ def _decomposed(prob: Problem, v: Variant, limit: float, t0: float) -> Solution:
         for j in cols:
             if not prob.committed(j):
                 y[j, t] = s.y[j, t]
-    hours = prob.period_hours
-    cost = float(sum(prob.replica_price(j) * hours * y[j, periods].sum() for j in cols))
+    cost = prob.cost(y, cols, periods)
     gap = max(0.0, (cost - bound) / cost) if cost > 0 else 0.0
     status = "optimal" if gap <= gap_target + 1e-9 else "time_limit"
     return Solution(
@@ -172,6 +172,7 @@ def _decomposed(prob: Problem, v: Variant, limit: float, t0: float) -> Solution:
         bound=bound,
         seconds=time.perf_counter() - t0,
         message=f"LP bound + {len(periods)} per-period MILPs",
+        lp=lp,
         notes=([] if status == "optimal" else [f"proven gap {gap:.2%} above the target"])
         + (
             [f"time limit: {fallback_periods} period(s) filled by the greedy fallback"]
