@@ -67,7 +67,15 @@ class ServerConfig(_Strict):
     drain_timeout_s: float = Field(default=30.0, ge=0, description="graceful shutdown wait")
     watch_config: bool = Field(default=True, description="reload when the file changes")
     redis_url: str | None = Field(
-        default=None, description="share tenant limits across workers/replicas (shared_limits)"
+        default=None,
+        description="share tenant limits and fleet state across workers/replicas through Redis",
+    )
+    shared_state_interval_s: float = Field(
+        default=0.25,
+        gt=0,
+        le=10,
+        description="with redis_url: how often fleet state (health, load, retry budget) is "
+        "exchanged; at most half of health.probe_interval_s is used",
     )
 
     @model_validator(mode="after")
@@ -81,7 +89,7 @@ class ServerConfig(_Strict):
         if v is not None and not re.match(r"^(rediss?|unix)://\S+$", v):
             raise ValueError(
                 "expected a Redis URL such as redis://127.0.0.1:6379/0 "
-                "(schemes redis://, rediss://, unix://), or null for per-process limits"
+                "(schemes redis://, rediss://, unix://), or null for per-process state"
             )
         return v
 

@@ -75,7 +75,7 @@ def serve(config_path: str, host: str | None, port: int | None, workers: int) ->
     _setup_logging()
     cfg = load_config(config_path)
     if cfg.server.redis_url is not None:  # fail before forking workers, naming the URL
-        from skyfleet.gateway.shared_limits import check_redis
+        from skyfleet.gateway.redis_link import check_redis
 
         check_redis(cfg.server.redis_url, config_path)
     host = host or cfg.server.host

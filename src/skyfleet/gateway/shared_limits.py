@@ -18,10 +18,11 @@ was already taken in Redis, and `policy.admission.decide` uses it like any other
 
 Failure: unreachable at start-up → `SkyfleetError` naming the URL (the gateway does not
 start). At run time a failed call fails **open** to the process's own limiter (each worker
-then enforces the full limit by itself, as without Redis), logs one warning, counts
-``skyfleet_shared_limits_errors_total{op}`` and sets ``skyfleet_shared_limits_up`` to 0; Redis
-is tried again after `RETRY_AFTER_S`. Availability over strictness: a rate-limit store must
-not take the gateway down with it.
+then enforces the full limit by itself, as without Redis): the `RedisLink` both this store and
+the fleet state use goes down (one warning, ``skyfleet_shared_state_up`` 0,
+``skyfleet_shared_state_errors_total{op}``), no request calls Redis until its background ping
+answers again. Availability over strictness: a rate-limit store must not take the gateway
+down with it.
 """
 
 from __future__ import annotations
@@ -29,18 +30,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-import logging
 import math
 import os
 import time
 import uuid
 from collections.abc import Coroutine
-from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit, urlunsplit
+from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge
-
-from skyfleet.errors import SkyfleetError
+from skyfleet.gateway.redis_link import RedisLink
 from skyfleet.policy.ratelimit import (
     CONCURRENCY_RETRY_S,
     DAY_S,
@@ -53,18 +50,8 @@ from skyfleet.policy.ratelimit import (
     TenantLimits,
 )
 
-if TYPE_CHECKING:
-    import redis.asyncio
-
-log = logging.getLogger("skyfleet.gateway.shared_limits")
-
 KEY_PREFIX = "skyfleet:limits:"
 SLOT_TTL_S = 30.0  # a slot not refreshed for this long is freed (crashed worker)
-RETRY_AFTER_S = 1.0  # after a failure, decide locally for this long before trying Redis again
-OP_TIMEOUT_S = 1.0  # per Redis call (and wait for a pooled connection): then fail open
-CONNECT_TIMEOUT_S = 1.0
-POOL_SIZE = 64  # connections per process; one Lua call takes ~0.2 ms, so callers rarely wait
-STARTUP_TIMEOUT_S = 3.0
 
 _NOW = """
 local t = redis.call('TIME')
@@ -158,74 +145,6 @@ return #ARGV - 1
 )
 
 
-def redact_url(url: str) -> str:
-    """The URL with any password replaced by ``***`` (safe for logs and errors)."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    user = parts.username or ""
-    host = parts.hostname or ""
-    netloc = f"{user}:***@{host}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit(parts._replace(netloc=netloc))
-
-
-def _import_redis() -> Any:
-    try:
-        import redis.asyncio as aioredis
-    except ImportError:  # pragma: no cover - redis is a declared extra
-        raise SkyfleetError(
-            "server.redis_url is set but the redis package is missing: "
-            "pip install 'skyfleet[redis]'"
-        ) from None
-    return aioredis
-
-
-def _client(url: str) -> redis.asyncio.Redis:
-    """An asyncio client that fails fast: short timeouts, no retries (we fail open), and a
-    bounded pool that makes callers wait for a connection instead of failing."""
-    aioredis = _import_redis()
-    from redis.asyncio.retry import Retry
-    from redis.backoff import NoBackoff
-
-    pool = aioredis.BlockingConnectionPool.from_url(
-        url,
-        max_connections=POOL_SIZE,
-        timeout=OP_TIMEOUT_S,
-        socket_timeout=OP_TIMEOUT_S,
-        socket_connect_timeout=CONNECT_TIMEOUT_S,
-        retry=Retry(NoBackoff(), 0),
-        decode_responses=True,
-    )
-    client: redis.asyncio.Redis = aioredis.Redis.from_pool(pool)
-    return client
-
-
-def _unreachable(url: str, err: BaseException, where: str) -> SkyfleetError:
-    why = str(err) or type(err).__name__
-    return SkyfleetError(
-        f"{where}server.redis_url: cannot reach Redis at {redact_url(url)} ({why}); start Redis "
-        "there, or remove server.redis_url to keep tenant limits per process"
-    )
-
-
-def check_redis(url: str, config_path: str = "") -> None:
-    """Ping Redis once (start-up check); a `SkyfleetError` naming the URL if it fails."""
-
-    async def ping() -> None:
-        client = _client(url)
-        try:
-            await asyncio.wait_for(client.ping(), STARTUP_TIMEOUT_S)
-        finally:
-            await client.aclose()
-
-    try:
-        asyncio.run(ping())
-    except SkyfleetError:
-        raise
-    except Exception as e:  # any failure to talk to it is "cannot reach"
-        raise _unreachable(url, e, f"{config_path}: " if config_path else "") from None
-
-
 def _keys(tenant: str, day: int) -> list[str]:
     base = f"{KEY_PREFIX}{{{tenant}}}"  # hash tag: one cluster slot per tenant
     return [f"{base}:req", f"{base}:tok", f"{base}:conc", f"{base}:spend:{day}"]
@@ -292,55 +211,35 @@ class SharedCharge(TenantLimiter):
 class SharedLimits:
     """The Redis-backed store of every tenant's limiter state, for one gateway process."""
 
-    def __init__(
-        self, url: str, registry: CollectorRegistry, slot_ttl_s: float = SLOT_TTL_S
-    ) -> None:
-        self.url = url
+    def __init__(self, link: RedisLink, slot_ttl_s: float = SLOT_TTL_S) -> None:
+        self.link = link
         self.slot_ttl_s = slot_ttl_s  # heartbeat every third of it
-        self._redis = _client(url)
-        self._acquire = self._redis.register_script(_ACQUIRE)
-        self._adjust = self._redis.register_script(_ADJUST)
-        self._heartbeat = self._redis.register_script(_HEARTBEAT)
+        self._acquire = link.redis.register_script(_ACQUIRE)
+        self._adjust = link.redis.register_script(_ADJUST)
+        self._heartbeat = link.redis.register_script(_HEARTBEAT)
         self._mirrors: dict[str, TenantLimiter] = {}
         self._slots: dict[str, set[str]] = {}  # tenant → slot ids this process holds
         self._ids = itertools.count()
         self._prefix = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self._tasks: set[asyncio.Task[None]] = set()
         self._beat: asyncio.Task[None] | None = None
-        self._down_until = 0.0
-        self._is_up = True
-        self.errors = Counter(
-            "skyfleet_shared_limits_errors",
-            "Failed Redis calls of the shared tenant limits, by operation (failed open)",
-            ["op"],
-            registry=registry,
-        )
-        self.up = Gauge(
-            "skyfleet_shared_limits_up",
-            "1 while tenant limits are shared through Redis, 0 while decided per process",
-            registry=registry,
-        )
-        self.up.set(1)
 
     # ---- lifecycle ----------------------------------------------------------------------
     async def start(self) -> None:
         """Check that Redis answers (raises `SkyfleetError` naming the URL) and start the
         slot heartbeat."""
-        try:
-            await asyncio.wait_for(self._redis.ping(), STARTUP_TIMEOUT_S)
-        except Exception as e:
-            raise _unreachable(self.url, e, "") from None
+        await self.link.start()
         self._beat = asyncio.get_running_loop().create_task(self._beat_loop())
 
     async def close(self) -> None:
-        """Send the pending corrections, stop the heartbeat, close the connections."""
+        """Send the pending corrections and stop the heartbeat (the link is closed by its
+        owner)."""
         if self._tasks:
             await asyncio.wait(set(self._tasks), timeout=2.0)
         if self._beat is not None:
             self._beat.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._beat
-        await self._redis.aclose()
 
     # ---- deciding -----------------------------------------------------------------------
     def mirror(self, tenant: str, limits: TenantLimits) -> TenantLimiter:
@@ -353,7 +252,7 @@ class SharedLimits:
     def headers(self, tenant: str, local: TenantLimiter) -> dict[str, str]:
         """`x-ratelimit-*` values: the shared state, or the local limiter's while Redis is down."""
         now = time.time()
-        if time.monotonic() < self._down_until:
+        if not self.link.available:
             return local.state(now).headers()
         return self.mirror(tenant, local.limits).state(now).headers()
 
@@ -365,7 +264,7 @@ class SharedLimits:
         Returns a `SharedCharge` carrying the decision, or `local` (the process's own
         limiter, which then decides) when Redis is failing.
         """
-        if time.monotonic() < self._down_until:
+        if not self.link.available:
             return local
         limits = local.limits
         slot = f"{self._prefix}-{next(self._ids)}" if limits.max_concurrency is not None else ""
@@ -378,9 +277,8 @@ class SharedLimits:
             call.add_done_callback(lambda f: self._undo(f, tenant, limits, est_tokens, slot))
             raise
         except Exception as e:
-            self._failed("acquire", e)
+            self.link.failed("acquire", e)
             return local
-        self._recovered()
         return self._ticket(tenant, limits, reply, est_tokens, slot)
 
     async def _run_acquire(
@@ -466,7 +364,7 @@ class SharedLimits:
         try:
             rnow, rtat, ttat = await self._adjust(keys=_keys(tenant, day), args=args)
         except Exception as e:
-            self._failed("settle", e)
+            self.link.failed("settle", e)
             return
         self._sync(m, time.time() - float(rnow), rtat, ttat)
 
@@ -487,33 +385,11 @@ class SharedLimits:
         while True:
             await asyncio.sleep(self.slot_ttl_s / 3)
             for tenant, slots in list(self._slots.items()):
-                if not slots:
+                if not slots or not self.link.available:
                     continue
                 try:
                     await self._heartbeat(
                         keys=[_keys(tenant, 0)[2]], args=[str(self.slot_ttl_s), *sorted(slots)]
                     )
                 except Exception as e:
-                    self._failed("heartbeat", e)
-
-    # ---- failure handling ---------------------------------------------------------------
-    def _failed(self, op: str, err: BaseException) -> None:
-        self.errors.labels(op).inc()
-        if time.monotonic() >= self._down_until:
-            log.warning(
-                "shared tenant limits: Redis at %s failed (%s: %s); failing open to this "
-                "process's own limits, retrying in %.0f s",
-                redact_url(self.url),
-                type(err).__name__,
-                err,
-                RETRY_AFTER_S,
-            )
-        self._down_until = time.monotonic() + RETRY_AFTER_S
-        self._is_up = False
-        self.up.set(0)
-
-    def _recovered(self) -> None:
-        if not self._is_up:
-            log.warning("shared tenant limits: Redis at %s answers again", redact_url(self.url))
-            self._is_up = True
-            self.up.set(1)
+                    self.link.failed("heartbeat", e)

@@ -1,0 +1,280 @@
+"""Fleet state shared by every gateway process through Redis (opt-in: ``server.redis_url``).
+
+Endpoint health, outstanding requests per endpoint and the retry budget live in each
+process (`policy.health`, `EndpointState.in_flight`, `policy.retry.RetryBudget`); this store
+exchanges them with the other processes on a period (``server.shared_state_interval_s``,
+at most half of ``health.probe_interval_s``), one Lua script per period and process, never
+per request. Each exchange, atomically with Redis's clock:
+
+- publishes this process's in-flight count per endpoint and its retry-budget window totals
+  (one JSON value per replica in ``…:load``; the replica's liveness is a score in
+  ``…:replicas``, so a crashed replica's numbers vanish after its TTL);
+- publishes the ejections this process made since the last exchange, as seconds left (Redis
+  turns them into its own time; a later expiry wins);
+- returns the other replicas' numbers and every live ejection with its seconds left.
+
+The caller adds the others' counts as `EndpointState.peer_in_flight` (routing and admission
+read in-flight + peer), sets `RetryBudget.peers`, and adopts each ejection into its own
+`EndpointHealth` (`adopt_ejection`): the endpoint is out until the same moment everywhere,
+then on probation, and each process's own probe brings it back. The pure policies stay pure.
+
+Staleness: an ejection reaches every process within two periods (+ one round trip) of being
+made; another replica's in-flight count and budget totals are at most two periods old (its
+last publication, read at our last exchange). Redis failing: the shared `RedisLink` goes
+down; peer counts and budget totals drop to zero at once (this process's own state), adopted
+ejections keep their expiry (they are local state by then); when the link comes back every
+active ejection is published again, since a restarted Redis lost them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import orjson
+from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from skyfleet.gateway.fleet import Fleet
+from skyfleet.gateway.redis_link import OP_TIMEOUT_S, RedisLink
+from skyfleet.policy.retry import RetryBudget
+
+log = logging.getLogger("skyfleet.gateway.shared_fleet")
+
+KEY_PREFIX = "skyfleet:fleet:{fleet}:"  # one hash tag: the three keys share a cluster slot
+REPLICAS, LOAD, EJECTIONS = (KEY_PREFIX + k for k in ("replicas", "load", "ejections"))
+MIN_TTL_S = 2.0  # a replica's numbers live at least this long without a new exchange
+
+# KEYS: replicas (zset id → expiry), load (hash id → JSON), ejections (hash name → "until,n")
+# ARGV: replica id, ttl s, own JSON, then (endpoint, seconds left, ejections in a row)…
+_EXCHANGE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local id, ttl = ARGV[1], tonumber(ARGV[2])
+local dead = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now)
+if #dead > 0 then
+  redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+  redis.call('HDEL', KEYS[2], unpack(dead))
+end
+redis.call('ZADD', KEYS[1], now + ttl, id)
+redis.call('HSET', KEYS[2], id, ARGV[3])
+local keep = math.ceil(ttl * 1000) + 1000
+redis.call('PEXPIRE', KEYS[1], keep)
+redis.call('PEXPIRE', KEYS[2], keep)
+for i = 4, #ARGV, 3 do
+  local upto = now + tonumber(ARGV[i + 1])
+  local cur = redis.call('HGET', KEYS[3], ARGV[i])
+  if not cur or tonumber(string.match(cur, '^[^,]+')) < upto then
+    redis.call('HSET', KEYS[3], ARGV[i], string.format('%.6f', upto) .. ',' .. ARGV[i + 2])
+  end
+end
+local ejections = {}
+local all = redis.call('HGETALL', KEYS[3])
+for i = 1, #all, 2 do
+  local upto, n = string.match(all[i + 1], '^([^,]+),(.*)$')
+  local left = tonumber(upto) - now
+  if left <= 0 then
+    redis.call('HDEL', KEYS[3], all[i])
+  else
+    table.insert(ejections, all[i])
+    table.insert(ejections, string.format('%.6f', left))
+    table.insert(ejections, n)
+  end
+end
+local peers = {}
+local load = redis.call('HGETALL', KEYS[2])
+for i = 1, #load, 2 do
+  if load[i] ~= id then table.insert(peers, load[i + 1]) end
+end
+return {ejections, peers}
+"""
+
+
+def replica_id() -> str:
+    """A name for this process, unique across hosts and restarts."""
+    return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+
+
+class _PeerLoadCollector(Collector):
+    """`skyfleet_endpoint_peer_in_flight`: the other replicas' open requests per endpoint."""
+
+    def __init__(self, fleet: Fleet) -> None:
+        self.fleet = fleet
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        g = GaugeMetricFamily(
+            "skyfleet_endpoint_peer_in_flight",
+            "Requests other gateway replicas have open on the endpoint (last exchange)",
+            labels=["endpoint", "provider", "tier"],
+        )
+        for ep in self.fleet.endpoints.values():
+            s = ep.state
+            g.add_metric([s.name, s.provider, s.tier], s.peer_in_flight)
+        yield g
+
+
+class SharedFleet:
+    """Exchanges endpoint health, load and retry-budget totals with the other replicas."""
+
+    def __init__(
+        self,
+        fleet: Fleet,
+        link: RedisLink,
+        budget: Callable[[], RetryBudget],
+        registry: CollectorRegistry,
+        name: str | None = None,
+    ) -> None:
+        self.fleet = fleet
+        self.link = link
+        self.budget = budget
+        self.name = name or replica_id()
+        self._exchange = link.redis.register_script(_EXCHANGE)
+        self._known: dict[str, float] = {}  # endpoint → ejection expiry published or adopted
+        self._generation = link.generation
+        self._sharing = False  # peer numbers are applied (else they are all zero)
+        self._task: asyncio.Task[None] | None = None
+        self.exchanges = Counter(
+            "skyfleet_shared_state_exchanges",
+            "Fleet-state exchanges with Redis (one round trip each)",
+            registry=registry,
+        )
+        self.ejections = Counter(
+            "skyfleet_shared_state_ejections",
+            "Endpoint ejections published to the other replicas, or adopted from them",
+            ["source"],
+            registry=registry,
+        )
+        self.peers = Gauge(
+            "skyfleet_shared_state_peers",
+            "Other gateway replicas seen in the last exchange",
+            registry=registry,
+        )
+        registry.register(_PeerLoadCollector(fleet))
+
+    # ---- lifecycle ----------------------------------------------------------------------
+    def period_s(self) -> float:
+        """Seconds between exchanges: the configured interval, at most half a probe interval
+        (so an ejection reaches every replica within one)."""
+        cfg = self.fleet.cfg
+        return min(cfg.server.shared_state_interval_s, cfg.health.probe_interval_s / 2)
+
+    async def start(self) -> None:
+        """One exchange now (a new replica starts with the fleet's ejections), then the loop."""
+        await self.exchange()
+        self._task = asyncio.get_running_loop().create_task(self._loop())
+
+    async def close(self) -> None:
+        """Stop, and take this replica's numbers out of Redis at once (best effort)."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if not self.link.available:
+            return
+        pipe = self.link.redis.pipeline(transaction=False)
+        pipe.zrem(REPLICAS, self.name)
+        pipe.hdel(LOAD, self.name)
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(pipe.execute(), OP_TIMEOUT_S)
+
+    async def _loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.period_s())
+            await self.exchange()
+
+    # ---- one exchange -------------------------------------------------------------------
+    async def exchange(self) -> None:
+        """Publish this process's numbers and new ejections; apply the others'."""
+        link = self.link
+        if not link.available:
+            self._go_local()
+            return
+        if link.generation != self._generation:  # Redis came back, maybe empty
+            self._generation = link.generation
+            self._known.clear()
+        endpoints = self.fleet.endpoints
+        budget = self.budget()
+        sent = time.monotonic()
+        own = {
+            "f": {name: ep.state.in_flight for name, ep in endpoints.items()},
+            "b": budget.own_totals(sent),
+        }
+        args: list[str | float] = [self.name, max(MIN_TTL_S, 4 * self.period_s())]
+        args.append(orjson.dumps(own).decode())
+        published: list[tuple[str, float]] = []
+        for name, ep in endpoints.items():
+            until = ep.health.ejected_until
+            if until is not None and until > sent and self._known.get(name) != until:
+                args += [name, f"{until - sent:.6f}", ep.health.ejections_in_a_row]
+                published.append((name, until))
+        try:
+            ejections, peers = await self._exchange(keys=[REPLICAS, LOAD, EJECTIONS], args=args)
+        except Exception as e:
+            link.failed("exchange", e)
+            self._go_local()
+            return
+        self.exchanges.inc()
+        for name, until in published:
+            self._known[name] = until
+            self.ejections.labels("published").inc()
+        self._apply_load(peers, budget)
+        self._adopt(ejections, sent)
+
+    def _apply_load(self, peers: list[str], budget: RetryBudget) -> None:
+        counts: dict[str, int] = {}
+        requests = retries = 0
+        for raw in peers:
+            try:
+                doc: dict[str, Any] = orjson.loads(raw)
+                for name, n in doc["f"].items():
+                    counts[name] = counts.get(name, 0) + int(n)
+                requests += int(doc["b"][0])
+                retries += int(doc["b"][1])
+            except (ValueError, KeyError, TypeError, IndexError):
+                continue  # a value this version cannot read: skip that replica
+        for name, ep in self.fleet.endpoints.items():
+            ep.state.peer_in_flight = counts.get(name, 0)
+        budget.peers = (requests, retries)
+        self.peers.set(len(peers))
+        self._sharing = True
+
+    def _adopt(self, ejections: list[str], sent: float) -> None:
+        """Adopt live ejections. `sent + left` never exceeds the true expiry (Redis read its
+        clock after `sent`), so re-reading one's own ejection never extends it."""
+        now = time.monotonic()
+        for i in range(0, len(ejections) - 2, 3):
+            ep = self.fleet.endpoints.get(ejections[i])
+            if ep is None:
+                continue
+            health = ep.health
+            was_out = health.ejected_until is not None and health.ejected_until > now
+            until = sent + float(ejections[i + 1])
+            if not health.adopt_ejection(until, int(ejections[i + 2]), now):
+                continue
+            self._known[ep.cfg.name] = until
+            if not was_out:
+                ep.state.healthy = health.routable(now)
+                self.ejections.labels("adopted").inc()
+                log.warning(
+                    "endpoint %s ejected for %.1fs by another gateway replica",
+                    ep.cfg.name,
+                    until - now,
+                )
+
+    def _go_local(self) -> None:
+        """Redis is down: this process's own numbers only."""
+        if not self._sharing:
+            return
+        self._sharing = False
+        for ep in self.fleet.endpoints.values():
+            ep.state.peer_in_flight = 0
+        self.budget().peers = (0, 0)
+        self.peers.set(0)
