@@ -45,10 +45,11 @@ class RedisServer:
     """A throw-away redis-server on a free port (no persistence); `kill` and `start` again
     on the same port simulate an outage."""
 
-    def __init__(self) -> None:
+    def __init__(self, password: str | None = None) -> None:
         self.port = free_port()
+        self.password = password
         self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.client = redis.Redis(port=self.port, decode_responses=True)
+        self.client = redis.Redis(port=self.port, password=password, decode_responses=True)
         self.proc: subprocess.Popen[bytes] | None = None
         self.start()
 
@@ -56,6 +57,8 @@ class RedisServer:
         """Start (again) on this port and wait until it answers."""
         cmd = [REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1"]
         cmd += ["--save", "", "--appendonly", "no"]
+        if self.password is not None:
+            cmd += ["--requirepass", self.password]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 10
         while True:

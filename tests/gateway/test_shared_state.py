@@ -26,8 +26,10 @@ from aiohttp.test_utils import TestClient, TestServer
 from skyfleet.config import parse_config
 from skyfleet.emulator.metrics import metric, parse_metrics
 from skyfleet.emulator.process import EmulatorProcess
+from skyfleet.errors import SkyfleetError
 from skyfleet.gateway.app import build_gateway
 from skyfleet.gateway.process import GatewayProcess
+from skyfleet.gateway.redis_link import check_redis
 
 from . import harness
 from .conftest import (
@@ -222,6 +224,8 @@ def test_redis_killed_under_load_no_request_fails_and_replicas_rejoin(
         with httpx.Client(timeout=30) as c:
             assert one_request(c, gws[0], stream=False).ok
         assert own.client.exists("skyfleet:limits:{acme}:req")  # tenant limits shared again
+        for gw in gws:  # rejoined for good: no second fall-back
+            assert metrics(gw)["skyfleet_shared_state_fallbacks_total"] == 1
     finally:
         own.stop()
 
@@ -284,3 +288,57 @@ async def test_in_flight_and_retry_budget_reach_the_other_replica(tmp_path: Path
         for u in ups:
             await u.server.close()
         own.stop()
+
+
+def test_redis_refusing_at_start_is_a_clear_error() -> None:
+    """Which URL (password masked), what failed, what to do — for each way Redis can refuse."""
+    locked = RedisServer(password="s3cret")
+    try:
+        base = f"127.0.0.1:{locked.port}"
+        cases = [
+            (f"redis://{base}/0", f"Redis at redis://{base}/0 refused the credentials"),
+            (f"redis://:wrong@{base}/0", f"Redis at redis://:***@{base}/0 refused the credentials"),
+            (f"redis://:s3cret@{base}/99", "answered with an error (DB index is out of range)"),
+        ]
+        for url, what in cases:
+            with pytest.raises(SkyfleetError) as e:
+                check_redis(url, "fleet.yaml")
+            msg = str(e.value)
+            assert msg.startswith("fleet.yaml: server.redis_url: ") and what in msg, msg
+            assert "wrong" not in msg and "server.redis_required: false" in msg
+        check_redis(f"redis://:s3cret@{base}/0")  # the right password: no error
+    finally:
+        locked.stop()
+
+
+@pytest.mark.slow
+def test_optional_redis_down_at_start_serves_locally_then_joins(
+    tmp_path: Path,
+    emulators: Callable[..., EmulatorProcess],
+    gateway: Callable[..., GatewayProcess],
+) -> None:
+    """`redis_required: false`: the gateway starts without Redis (logged, metric), serves with
+    its own state, and shares once Redis answers."""
+    later = RedisServer()
+    later.kill()  # its port, nothing listening yet
+    try:
+        a0, g0 = emulators(time_scale=50), emulators(time_scale=50, seed=1)
+        cfg = replicas_config(tmp_path, a0, g0, later.url)
+        doc = yaml.safe_load(cfg.read_text())
+        doc["server"]["redis_required"] = False
+        cfg.write_text(yaml.safe_dump(doc, sort_keys=False))
+        gw = gateway(cfg)
+        with httpx.Client(timeout=30) as c:
+            assert all(one_request(c, gw, stream=i % 2 == 1).ok for i in range(6))
+        m = metrics(gw)
+        assert m["skyfleet_shared_state_up"] == 0
+        assert m["skyfleet_shared_state_fallbacks_total"] == 1
+        assert f"Redis at {later.url} failed" in gw.log()
+        later.start()
+        wait_for("joined", lambda: metrics(gw)["skyfleet_shared_state_up"] == 1, 10)
+        with httpx.Client(timeout=30) as c:
+            assert one_request(c, gw, stream=False).ok
+        assert later.client.exists("skyfleet:limits:{acme}:req")
+        wait_for("published", lambda: later.client.hlen("skyfleet:fleet:{fleet}:load") == 1, 5)
+    finally:
+        later.stop()

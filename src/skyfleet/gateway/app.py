@@ -201,7 +201,7 @@ def build_gateway(cfg: FleetConfig, config_path: str | None = None) -> Gateway:
         from skyfleet.gateway.redis_link import RedisLink
         from skyfleet.gateway.shared_limits import SharedLimits
 
-        link = RedisLink(cfg.server.redis_url, metrics.registry)
+        link = RedisLink(cfg.server.redis_url, metrics.registry, required=cfg.server.redis_required)
         shared = SharedLimits(link)
     admission = OverloadController(fleet, metrics.registry, limits, shared)
     upstream = Upstream()

@@ -79,10 +79,23 @@ def make_client(url: str) -> redis.asyncio.Redis:
 
 def unreachable(url: str, err: BaseException, where: str) -> SkyfleetError:
     """The start-up error: which URL, what failed, what to do."""
+    from redis.exceptions import AuthenticationError, ResponseError
+
     why = str(err) or type(err).__name__
+    at = redact_url(url)
+    if isinstance(err, AuthenticationError) or "NOAUTH" in why or "WRONGPASS" in why:
+        what = f"Redis at {at} refused the credentials ({why}); put the right user and password "
+        what += "in the URL (redis://user:PASSWORD@host:6379/0, e.g. from ${REDIS_PASSWORD})"
+    elif isinstance(err, ResponseError):
+        what = f"Redis at {at} answered with an error ({why}); check the database number "
+        what += "and the server's configuration"
+    else:
+        if isinstance(err, TimeoutError):
+            why = f"no answer within {STARTUP_TIMEOUT_S:g} s"
+        what = f"cannot reach Redis at {at} ({why}); start Redis there"
     return SkyfleetError(
-        f"{where}server.redis_url: cannot reach Redis at {redact_url(url)} ({why}); start Redis "
-        "there, or remove server.redis_url to keep tenant limits and fleet state per process"
+        f"{where}server.redis_url: {what}; or set server.redis_required: false to start "
+        "without it, or remove server.redis_url to keep tenant limits and fleet state per process"
     )
 
 
@@ -107,8 +120,16 @@ def check_redis(url: str, config_path: str = "") -> None:
 class RedisLink:
     """The shared Redis of one gateway process, with its up/down state and metrics."""
 
-    def __init__(self, url: str, registry: CollectorRegistry, revive_s: float = REVIVE_S) -> None:
+    def __init__(
+        self,
+        url: str,
+        registry: CollectorRegistry,
+        *,
+        required: bool = True,
+        revive_s: float = REVIVE_S,
+    ) -> None:
         self.url = url
+        self.required = required  # False: start without it (fallen back) rather than fail
         self.redis = make_client(url)
         self.revive_s = revive_s
         self.available = True  # False: every user decides locally, nobody calls Redis
@@ -135,14 +156,17 @@ class RedisLink:
         self.up.set(1)
 
     async def start(self) -> None:
-        """Check once that Redis answers; a `SkyfleetError` naming the URL if not."""
+        """Check once that Redis answers: a `SkyfleetError` naming the URL if not, or, when
+        not `required`, start fallen back (logged) and join once it answers."""
         if self._started:
             return
+        self._started = True
         try:
             await asyncio.wait_for(self.redis.ping(), STARTUP_TIMEOUT_S)
         except Exception as e:
-            raise unreachable(self.url, e, "") from None
-        self._started = True
+            if self.required:
+                raise unreachable(self.url, e, "") from None
+            self.failed("start", e)
 
     async def close(self) -> None:
         """Stop reviving and close the connections."""
