@@ -11,6 +11,7 @@ fall-back, and rejoins when it is back.
 from __future__ import annotations
 
 import asyncio
+import signal
 import threading
 import time
 from collections.abc import Callable
@@ -22,14 +23,18 @@ import httpx
 import pytest
 import yaml
 from aiohttp.test_utils import TestClient, TestServer
+from prometheus_client import CollectorRegistry
 
 from skyfleet.config import parse_config
 from skyfleet.emulator.metrics import metric, parse_metrics
 from skyfleet.emulator.process import EmulatorProcess
 from skyfleet.errors import SkyfleetError
 from skyfleet.gateway.app import build_gateway
+from skyfleet.gateway.fleet import Fleet
 from skyfleet.gateway.process import GatewayProcess
-from skyfleet.gateway.redis_link import check_redis
+from skyfleet.gateway.redis_link import RedisLink, check_redis
+from skyfleet.gateway.shared_fleet import SharedFleet
+from skyfleet.policy.settings import retry_budget
 
 from . import harness
 from .conftest import (
@@ -122,6 +127,7 @@ def eject_through(gw: GatewayProcess, a0: EmulatorProcess) -> float:
 class Sent:
     replica: int
     started: float  # monotonic
+    took: float  # seconds
     result: Result
 
 
@@ -138,7 +144,7 @@ def load(gws: list[GatewayProcess], duration_s: float, per_replica: int = 2) -> 
                 started = time.monotonic()
                 r = one_request(c, gws[i], stream=(n + k) % 2 == 1)
                 with lock:
-                    out.append(Sent(i, started, r))
+                    out.append(Sent(i, started, time.monotonic() - started, r))
                 n += 1
 
     threads = [
@@ -342,3 +348,100 @@ def test_optional_redis_down_at_start_serves_locally_then_joins(
         wait_for("published", lambda: later.client.hlen("skyfleet:fleet:{fleet}:load") == 1, 5)
     finally:
         later.stop()
+
+
+@pytest.mark.slow
+def test_a_hung_redis_delays_requests_by_one_timeout_at_most(
+    tmp_path: Path,
+    emulators: Callable[..., EmulatorProcess],
+    gateway: Callable[..., GatewayProcess],
+) -> None:
+    """redis-server frozen (SIGSTOP: connections open, no answers): the requests in flight
+    then wait for one call timeout, later ones not at all; all succeed; SIGCONT → rejoined."""
+    own = RedisServer()
+    try:
+        a0, g0 = emulators(time_scale=50), emulators(time_scale=50, seed=1)
+        gw = gateway(replicas_config(tmp_path, a0, g0, own.url))
+        assert own.proc is not None
+        timer = threading.Timer(1.0, lambda: own.proc.send_signal(signal.SIGSTOP))  # type: ignore[union-attr]
+        timer.start()
+        sent = load([gw], duration_s=4.0, per_replica=4)
+        timer.join()
+        assert sent and all(s.result.ok for s in sent), [s.result for s in sent if not s.result.ok]
+        assert max(s.took for s in sent) < 1.0 + 2.0  # OP_TIMEOUT_S, and a margin for a busy box
+        after = [s for s in sent if s.started > sent[0].started + 2.5]
+        assert len(after) > 20 and max(s.took for s in after) < 1.0  # no wait at all
+        assert metrics(gw)["skyfleet_shared_state_up"] == 0
+        own.proc.send_signal(signal.SIGCONT)
+        wait_for("rejoined", lambda: metrics(gw)["skyfleet_shared_state_up"] == 1, 10)
+    finally:
+        if own.proc is not None and own.proc.poll() is None:
+            own.proc.send_signal(signal.SIGCONT)
+        own.stop()
+
+
+async def test_the_totals_drop_a_stopped_replica_at_once_and_a_crashed_one_after_its_ttl() -> None:
+    """Three stores on one Redis, exchanging by hand: each sees the sum of the others'
+    in-flight counts; one that stops leaves the sum at the next exchange, one that vanishes
+    (no goodbye) after its TTL; an ejection made by one is adopted by the others with the
+    same expiry."""
+    own = RedisServer()
+    doc = {
+        "server": {"redis_url": own.url},
+        "health": {"probe_interval_s": 5.0, "base_ejection_s": 30.0},
+        "providers": [{"name": "p"}],
+        "endpoints": [
+            {"name": n, "provider": "p", "url": "http://127.0.0.1:9/v1", "model": "m"}
+            for n in ("e0", "e1")
+        ],
+        "models": [{"name": "chat", "endpoints": ["e0", "e1"]}],
+    }
+    cfg = parse_config(doc)
+    stores = []
+    registry = CollectorRegistry()  # c's
+    for i in range(3):
+        fleet = Fleet(cfg)
+        link = RedisLink(own.url, CollectorRegistry())
+        await link.start()
+        budget = retry_budget(cfg.routing)
+        reg = registry if i == 2 else CollectorRegistry()
+        stores.append((fleet, SharedFleet(fleet, link, lambda b=budget: b, reg)))
+    (fa, a), (fb, b), (fc, c) = stores
+    try:
+        fa.endpoints["e0"].state.in_flight = 5
+        fb.endpoints["e0"].state.in_flight = 2
+        fb.endpoints["e1"].state.in_flight = 1
+        for s in (a, b, c, a, b, c):
+            await s.exchange()
+        assert [fc.endpoints[n].state.peer_in_flight for n in ("e0", "e1")] == [7, 1]
+        assert [fa.endpoints[n].state.peer_in_flight for n in ("e0", "e1")] == [2, 1]
+        fb.endpoints["e1"].state.in_flight = 0  # a change moves the totals
+        await b.exchange()
+        await c.exchange()
+        assert [fc.endpoints[n].state.peer_in_flight for n in ("e0", "e1")] == [7, 0]
+        await b.close()  # a goodbye: out of the sum at the next exchange
+        await c.exchange()
+        assert fc.endpoints["e0"].state.peer_in_flight == 5
+        now = time.monotonic()
+        assert fa.endpoints["e1"].health.on_failure(now, cfg.health) is False
+        for _ in range(4):
+            fa.endpoints["e1"].health.on_failure(now, cfg.health)
+        until = fa.endpoints["e1"].health.ejected_until
+        assert until is not None
+        await a.exchange()
+        await c.exchange()
+        adopted = fc.endpoints["e1"].health.ejected_until
+        assert adopted is not None and abs(adopted - until) < 0.05  # one-way delays apart
+        assert not fc.endpoints["e1"].state.healthy
+        # a: no goodbye; its numbers stay until its TTL (2 s) passes
+        await asyncio.sleep(1.0)
+        await c.exchange()
+        assert fc.endpoints["e0"].state.peer_in_flight == 5
+        await asyncio.sleep(1.3)
+        await c.exchange()
+        assert fc.endpoints["e0"].state.peer_in_flight == 0
+        assert registry.get_sample_value("skyfleet_shared_state_peers") == 0
+    finally:
+        for _, s in stores:
+            await s.link.close()
+        own.stop()

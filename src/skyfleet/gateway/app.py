@@ -186,6 +186,9 @@ class Gateway:
             part.configure(cfg)
         if cfg.ledger != old.ledger:
             log.warning("ledger settings change on reload is ignored until restart")
+        was, now = old.server, cfg.server
+        if (was.redis_url, was.redis_required) != (now.redis_url, now.redis_required):
+            log.warning("server.redis_url/redis_required change on reload is ignored until restart")
         self.metrics.reloads.labels("ok").inc()
         log.info("config reloaded: %d endpoints, %d models", len(cfg.endpoints), len(cfg.models))
         return True

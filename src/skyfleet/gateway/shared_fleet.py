@@ -7,14 +7,17 @@ at most half of ``health.probe_interval_s``), one Lua script per period and proc
 per request. Each exchange, atomically with Redis's clock:
 
 - publishes this process's in-flight count per endpoint and its retry-budget window totals
-  (one JSON value per replica in ``…:load``; the replica's liveness is a score in
-  ``…:replicas``, so a crashed replica's numbers vanish after its TTL);
+  (its last numbers in ``…:load``, their sum over the live replicas in ``…:totals``, moved by
+  each replica's change; liveness is a score in ``…:replicas``, so a crashed replica's numbers
+  leave the sum after its TTL, a stopped one's at the next exchange);
 - publishes the ejections this process made since the last exchange, as seconds left (Redis
   turns them into its own time; a later expiry wins);
-- returns the other replicas' numbers and every live ejection with its seconds left.
+- returns the totals (one number per endpoint, whatever the number of replicas) and every
+  live ejection with its seconds left.
 
-The caller adds the others' counts as `EndpointState.peer_in_flight` (routing and admission
-read in-flight + peer), sets `RetryBudget.peers`, and adopts each ejection into its own
+The caller subtracts its own numbers from the totals and sets the rest as
+`EndpointState.peer_in_flight` (routing and admission read in-flight + peer) and
+`RetryBudget.peers`, and adopts each ejection into its own
 `EndpointHealth` (`adopt_ejection`): the endpoint is out until the same moment everywhere,
 then on probation, and each process's own probe brings it back. The pure policies stay pure.
 
@@ -36,7 +39,6 @@ import socket
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from typing import Any
 
 import orjson
 from prometheus_client import CollectorRegistry, Counter, Gauge
@@ -49,52 +51,68 @@ from skyfleet.policy.retry import RetryBudget
 
 log = logging.getLogger("skyfleet.gateway.shared_fleet")
 
-KEY_PREFIX = "skyfleet:fleet:{fleet}:"  # one hash tag: the three keys share a cluster slot
-REPLICAS, LOAD, EJECTIONS = (KEY_PREFIX + k for k in ("replicas", "load", "ejections"))
+KEY_PREFIX = "skyfleet:fleet:{fleet}:"  # one hash tag: the four keys share a cluster slot
+REPLICAS, LOAD, TOTALS, EJECTIONS = (
+    KEY_PREFIX + k for k in ("replicas", "load", "totals", "ejections")
+)
 MIN_TTL_S = 2.0  # a replica's numbers live at least this long without a new exchange
+BUDGET = ("~requests", "~retries")  # budget fields next to the endpoints ("~" starts no name)
 
-# KEYS: replicas (zset id → expiry), load (hash id → JSON), ejections (hash name → "until,n")
-# ARGV: replica id, ttl s, own JSON, then (endpoint, seconds left, ejections in a row)…
+# KEYS: replicas (zset id → expiry), load (hash id → its last JSON), totals (hash field → sum
+#       over live replicas), ejections (hash endpoint → "until,n")
+# ARGV: replica id, ttl s, own JSON {field: count}, then (endpoint, seconds left, in a row)…
+# The totals move by each replica's change since its last exchange, and lose a replica's last
+# numbers once it stops exchanging: the work and the reply grow with the endpoints, not with
+# the replicas.
 _EXCHANGE = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 local id, ttl = ARGV[1], tonumber(ARGV[2])
-local dead = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now)
-if #dead > 0 then
-  redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
-  redis.call('HDEL', KEYS[2], unpack(dead))
+local function move(from, to)
+  for k, v in pairs(to) do
+    local d = v - (from[k] or 0)
+    if d ~= 0 then redis.call('HINCRBY', KEYS[3], k, d) end
+  end
+  for k, v in pairs(from) do
+    if to[k] == nil and v ~= 0 then redis.call('HINCRBY', KEYS[3], k, -v) end
+  end
 end
-redis.call('ZADD', KEYS[1], now + ttl, id)
+local dead = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now)
+for _, d in ipairs(dead) do
+  local last = redis.call('HGET', KEYS[2], d)
+  if last then move(cjson.decode(last), {}) end
+  redis.call('HDEL', KEYS[2], d)
+end
+if #dead > 0 then redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now) end
+local last = redis.call('HGET', KEYS[2], id)
+local before = {}
+if last then before = cjson.decode(last) end
+move(before, cjson.decode(ARGV[3]))
 redis.call('HSET', KEYS[2], id, ARGV[3])
+redis.call('ZADD', KEYS[1], now + ttl, id)
 local keep = math.ceil(ttl * 1000) + 1000
-redis.call('PEXPIRE', KEYS[1], keep)
-redis.call('PEXPIRE', KEYS[2], keep)
+for i = 1, 3 do redis.call('PEXPIRE', KEYS[i], keep) end
 for i = 4, #ARGV, 3 do
   local upto = now + tonumber(ARGV[i + 1])
-  local cur = redis.call('HGET', KEYS[3], ARGV[i])
+  local cur = redis.call('HGET', KEYS[4], ARGV[i])
   if not cur or tonumber(string.match(cur, '^[^,]+')) < upto then
-    redis.call('HSET', KEYS[3], ARGV[i], string.format('%.6f', upto) .. ',' .. ARGV[i + 2])
+    redis.call('HSET', KEYS[4], ARGV[i], string.format('%.6f', upto) .. ',' .. ARGV[i + 2])
   end
 end
 local ejections = {}
-local all = redis.call('HGETALL', KEYS[3])
+local all = redis.call('HGETALL', KEYS[4])
 for i = 1, #all, 2 do
   local upto, n = string.match(all[i + 1], '^([^,]+),(.*)$')
   local left = tonumber(upto) - now
   if left <= 0 then
-    redis.call('HDEL', KEYS[3], all[i])
+    redis.call('HDEL', KEYS[4], all[i])
   else
     table.insert(ejections, all[i])
     table.insert(ejections, string.format('%.6f', left))
     table.insert(ejections, n)
   end
 end
-local peers = {}
-local load = redis.call('HGETALL', KEYS[2])
-for i = 1, #load, 2 do
-  if load[i] ~= id then table.insert(peers, load[i + 1]) end
-end
-return {ejections, peers}
+return {ejections, redis.call('HGETALL', KEYS[3]), redis.call('ZCARD', KEYS[1]) - 1}
 """
 
 
@@ -179,11 +197,8 @@ class SharedFleet:
                 await self._task
         if not self.link.available:
             return
-        pipe = self.link.redis.pipeline(transaction=False)
-        pipe.zrem(REPLICAS, self.name)
-        pipe.hdel(LOAD, self.name)
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(pipe.execute(), OP_TIMEOUT_S)
+        with contextlib.suppress(Exception):  # expired now: the next exchange takes it out
+            await asyncio.wait_for(self.link.redis.zadd(REPLICAS, {self.name: 0}), OP_TIMEOUT_S)
 
     async def _loop(self) -> None:
         while True:
@@ -203,10 +218,8 @@ class SharedFleet:
         endpoints = self.fleet.endpoints
         budget = self.budget()
         sent = time.monotonic()
-        own = {
-            "f": {name: ep.state.in_flight for name, ep in endpoints.items()},
-            "b": budget.own_totals(sent),
-        }
+        own = {name: ep.state.in_flight for name, ep in endpoints.items()}
+        own.update(zip(BUDGET, budget.own_totals(sent), strict=True))
         args: list[str | float] = [self.name, max(MIN_TTL_S, 4 * self.period_s())]
         args.append(orjson.dumps(own).decode())
         published: list[tuple[str, float]] = []
@@ -216,7 +229,8 @@ class SharedFleet:
                 args += [name, f"{until - sent:.6f}", ep.health.ejections_in_a_row]
                 published.append((name, until))
         try:
-            ejections, peers = await self._exchange(keys=[REPLICAS, LOAD, EJECTIONS], args=args)
+            keys = [REPLICAS, LOAD, TOTALS, EJECTIONS]
+            ejections, totals, peers = await self._exchange(keys=keys, args=args)
         except Exception as e:
             link.failed("exchange", e)
             self._go_local()
@@ -225,30 +239,28 @@ class SharedFleet:
         for name, until in published:
             self._known[name] = until
             self.ejections.labels("published").inc()
-        self._apply_load(peers, budget)
+        self._apply_load(totals, own, budget, int(peers))
         self._adopt(ejections, sent)
 
-    def _apply_load(self, peers: list[str], budget: RetryBudget) -> None:
-        counts: dict[str, int] = {}
-        requests = retries = 0
-        for raw in peers:
-            try:
-                doc: dict[str, Any] = orjson.loads(raw)
-                for name, n in doc["f"].items():
-                    counts[name] = counts.get(name, 0) + int(n)
-                requests += int(doc["b"][0])
-                retries += int(doc["b"][1])
-            except (ValueError, KeyError, TypeError, IndexError):
-                continue  # a value this version cannot read: skip that replica
+    def _apply_load(
+        self, totals: list[str], own: dict[str, int], budget: RetryBudget, peers: int
+    ) -> None:
+        """The others' numbers: the fleet's totals less what this replica just published."""
+        others = {
+            field: max(0, int(total) - own.get(field, 0))
+            for field, total in zip(totals[::2], totals[1::2], strict=True)
+        }
         for name, ep in self.fleet.endpoints.items():
-            ep.state.peer_in_flight = counts.get(name, 0)
-        budget.peers = (requests, retries)
-        self.peers.set(len(peers))
+            ep.state.peer_in_flight = others.get(name, 0)
+        budget.peers = (others.get(BUDGET[0], 0), others.get(BUDGET[1], 0))
+        self.peers.set(peers)
         self._sharing = True
 
     def _adopt(self, ejections: list[str], sent: float) -> None:
-        """Adopt live ejections. `sent + left` never exceeds the true expiry (Redis read its
-        clock after `sent`), so re-reading one's own ejection never extends it."""
+        """Adopt live ejections. `sent + left` never exceeds Redis's expiry (Redis read its
+        clock after `sent`), which is the publisher's plus its one-way delay: an ejection
+        ends within a round trip of the same moment everywhere, and re-reading one's own
+        never extends it by more than that."""
         now = time.monotonic()
         for i in range(0, len(ejections) - 2, 3):
             ep = self.fleet.endpoints.get(ejections[i])

@@ -20,7 +20,7 @@ from skyfleet.policy.types import TIER_ORDER, EndpointState, RequestFeatures, Ro
 def is_saturated(ep: EndpointState, p: RoutingConfig, now: float | None = None) -> bool:
     """Outstanding (this process's + other replicas') at capacity × threshold, throttled
     (429), or fresh scraped queue/KV over thresholds."""
-    if ep.in_flight + ep.peer_in_flight >= ep.capacity * p.saturation_threshold:
+    if ep.outstanding >= ep.capacity * p.saturation_threshold:
         return True
     if ep.throttled_until is not None and (now is None or now < ep.throttled_until):
         return True  # it answered 429: treat as full until its Retry-After passes

@@ -51,7 +51,7 @@ class EndpointState:
     @property
     def load(self) -> float:
         """Outstanding requests per unit of capacity."""
-        return (self.in_flight + self.peer_in_flight) / self.capacity
+        return self.outstanding / self.capacity
 
 
 @dataclass(slots=True, frozen=True)
