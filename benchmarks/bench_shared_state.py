@@ -26,6 +26,7 @@ Only 127.0.0.1 is used; every process started is stopped on exit, error or Ctrl-
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import math
 import shutil
@@ -160,7 +161,62 @@ def one_run(
     }
 
 
-def measure(a: argparse.Namespace, tmp: Path) -> list[dict[str, Any]]:
+async def exchange_cost(url: str, r: redis.Redis, replicas: int, endpoints: int) -> dict[str, Any]:
+    """Redis time and gateway CPU of one fleet-state exchange with `replicas` replicas and
+    `endpoints` endpoints (all in this process, each its own store; 20 rounds)."""
+    from prometheus_client import CollectorRegistry
+
+    from skyfleet.config import parse_config
+    from skyfleet.gateway.fleet import Fleet
+    from skyfleet.gateway.redis_link import RedisLink
+    from skyfleet.gateway.shared_fleet import SharedFleet
+    from skyfleet.policy.settings import retry_budget
+
+    names = [f"e{i}" for i in range(endpoints)]
+    cfg = parse_config(
+        {
+            "server": {"redis_url": url},
+            "providers": [{"name": "p"}],
+            "endpoints": [
+                {"name": n, "provider": "p", "url": "http://127.0.0.1:9/v1", "model": "m"}
+                for n in names
+            ],
+            "models": [{"name": "chat", "endpoints": names}],
+        }
+    )
+    link = RedisLink(url, CollectorRegistry())
+    await link.start()
+    stores = []
+    for k in range(replicas):
+        fleet = Fleet(cfg)
+        for i, ep in enumerate(fleet.endpoints.values()):
+            ep.state.in_flight = (i + k) % 7
+        budget = retry_budget(cfg.routing)
+        stores.append(SharedFleet(fleet, link, lambda b=budget: b, CollectorRegistry()))
+    for s in stores:  # every replica known before measuring
+        await s.exchange()
+    r.config_resetstat()
+    cpu = time.process_time()
+    rounds = 20
+    for k in range(rounds):
+        for i, s in enumerate(stores):
+            s.fleet.endpoints[names[k % endpoints]].state.in_flight = (i + k) % 5  # changes
+            await s.exchange()
+    cpu = time.process_time() - cpu
+    stat = r.info("commandstats").get("cmdstat_evalsha", {"calls": 0, "usec": 0})
+    await link.close()
+    r.flushall()
+    n = rounds * replicas
+    return {
+        "replicas": replicas,
+        "endpoints": endpoints,
+        "exchanges": n,
+        "redis_us_per_exchange": stat["usec"] / max(1, stat["calls"]),
+        "gateway_cpu_us_per_exchange": cpu / n * 1e6,
+    }
+
+
+def measure(a: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     ps = procs.Procs(tmp)
     try:
         up = procs.free_port()
@@ -181,8 +237,12 @@ def measure(a: argparse.Namespace, tmp: Path) -> list[dict[str, Any]]:
                     rows.append(one_run(a, tmp, up, r, url, n, mode, k, a.concurrency))
             for mode in SERIAL_MODES:  # one connection: nothing to batch (the worst case)
                 rows.append(one_run(a, tmp, up, r, url, 1, mode, k, 1))
+        print("  fleet-state exchange cost by replicas × endpoints ...")
+        cost = [
+            asyncio.run(exchange_cost(url, r, nr, ne)) for nr, ne in ((3, 2), (30, 50), (150, 50))
+        ]
         r.close()
-        return rows
+        return {"rows": rows, "exchange_cost": cost}
     finally:
         ps.stop_all()
 
@@ -315,6 +375,12 @@ def show(summary: dict[str, Any], a: argparse.Namespace) -> None:
                 f"{x['redis_round_trips_per_s']:,.0f} calls/s, {x['redis_cpu_cores_busy']:.2f} "
                 f"cores busy → {x['redis_shards']} shard(s) at {REDIS_UTILISATION:.0%}"
             )
+    for c in summary.get("exchange_cost", []):
+        con.print(
+            f"  exchange with {c['replicas']} replicas × {c['endpoints']} endpoints: Redis "
+            f"{c['redis_us_per_exchange']:.0f} µs, gateway CPU "
+            f"{c['gateway_cpu_us_per_exchange']:.0f} µs per exchange"
+        )
     n1 = min(summary["median"], key=int)
     ratio = summary["ratios"][n1]["shared+limits / local+limits"]
     con.print(
@@ -341,14 +407,16 @@ def main() -> None:
     t_start = time.time()
     tmp = Path(tempfile.mkdtemp(prefix="skyfleet-bench-shared-"))
     try:
-        rows = measure(a, tmp)
+        res = measure(a, tmp)
     except KeyboardInterrupt:
         sys.exit("interrupted: every process started was stopped")
     except Stop as e:
         sys.exit(f"stopped by {e}: every process started was stopped")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+    rows = res["rows"]
     summary = summarize(rows, a)
+    summary["exchange_cost"] = res["exchange_cost"]
     show(summary, a)
     doc = {
         "command": " ".join(

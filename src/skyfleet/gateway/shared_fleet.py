@@ -203,7 +203,11 @@ class SharedFleet:
     async def _loop(self) -> None:
         while True:
             await asyncio.sleep(self.period_s())
-            await self.exchange()
+            try:
+                await self.exchange()
+            except Exception:  # a reply this version cannot read: own numbers, keep going
+                log.exception("fleet-state exchange: unexpected reply; using this process's own")
+                self._go_local()
 
     # ---- one exchange -------------------------------------------------------------------
     async def exchange(self) -> None:

@@ -158,9 +158,9 @@ def _gcra_args(g: Gcra | None) -> list[float]:
     return [0.0, 0.0] if g is None else [g.interval, g.tau]
 
 
-Verdict = tuple[float, str, str, list[Any]] | None
-"""One admission's answer: (Redis's clock, req TAT, tok TAT, its result), or None: decide
-locally (Redis failed)."""
+Verdict = list[Any] | None
+"""One admission's answer from the script, ``[ok, req wait, tok wait, conc block, budget
+block]``, or None: decide locally (Redis failed)."""
 
 
 @dataclass(slots=True)
@@ -276,7 +276,11 @@ class SharedLimits:
         """Send the pending corrections and stop the heartbeat (the link is closed by its
         owner)."""
         deadline = time.monotonic() + 2.0
-        while self._tasks and time.monotonic() < deadline:
+        while time.monotonic() < deadline:
+            for tenant, lane in self._lanes.items():  # what waits for the end of this turn
+                self._send(tenant, lane)
+            if not self._tasks:
+                break
             await asyncio.wait(set(self._tasks), timeout=deadline - time.monotonic())
         if self._beat is not None:
             self._beat.cancel()
@@ -328,7 +332,7 @@ class SharedLimits:
         self, tenant: str, limits: TenantLimits, verdict: Verdict, est: float, slot: str
     ) -> SharedCharge:
         assert verdict is not None
-        _, _, _, (ok, rwait, twait, cblock, bblock) = verdict
+        ok, rwait, twait, cblock, bblock = verdict
         m = self.mirror(tenant, limits)
         now = time.time()
         if int(ok):
@@ -385,7 +389,7 @@ class SharedLimits:
         self, f: asyncio.Future[Verdict], tenant: str, limits: TenantLimits, est: float, slot: str
     ) -> None:
         verdict = None if f.cancelled() else f.result()
-        if verdict is None or not int(verdict[3][0]):
+        if verdict is None or not int(verdict[0]):
             return
         self.settle(tenant, limits, -1.0, -est, slot, 0.0)
 
@@ -435,15 +439,14 @@ class SharedLimits:
                 rnow, rtat, ttat, results = await self._batch(keys=_keys(tenant, day), args=args)
             except Exception as e:
                 self.link.failed("acquire" if batch.asks else "settle", e)
-                for ask in batch.asks:
-                    if not ask.answer.done():
-                        ask.answer.set_result(None)
                 return
             self._sync(m, time.time() - float(rnow), rtat, ttat)
             for ask, result in zip(batch.asks, results, strict=True):
-                if not ask.answer.done():
-                    ask.answer.set_result((float(rnow), rtat, ttat, result))
+                ask.answer.set_result(result)
         finally:
+            for ask in batch.asks:  # not answered (failed, cancelled): decide locally
+                if not ask.answer.done():
+                    ask.answer.set_result(None)
             lane.busy = False
             if lane.pending:
                 self._kick(tenant, lane)
