@@ -445,3 +445,48 @@ async def test_the_totals_drop_a_stopped_replica_at_once_and_a_crashed_one_after
         for _, s in stores:
             await s.link.close()
         own.stop()
+
+
+async def test_the_retry_budget_is_one_for_the_fleet(tmp_path: Path) -> None:
+    """A budget floor of 2 retries per window, ratio 0: two retries through A use it up for
+    B too, so B's failure is answered instead of retried (without Redis B would retry)."""
+    broken = harness.FakeUpstream(harness.Reply(status=500, body={"error": {"message": "x"}}))
+    good = harness.FakeUpstream()
+    for u in (broken, good):
+        await u.server.start_server()
+    own = RedisServer()
+    server = {"redis_url": own.url, "shared_state_interval_s": 0.1, "watch_config": False}
+    routing = {"retry_budget_ratio": 0.0, "retry_budget_min": 2, "retry_budget_window_s": 30}
+    cfg = harness.fleet_config(
+        [broken, good],
+        tmp_path,
+        server=server,
+        routing=routing,
+        health={"consecutive_failures": 100},  # e0 stays in: every request fails there first
+        overload={"enabled": False},
+    )
+    gws = [build_gateway(parse_config(cfg)) for _ in range(2)]
+    clients = [TestClient(TestServer(g.build_app(), host="127.0.0.1")) for g in gws]
+    try:
+        for c in clients:
+            await c.start_server()
+
+        async def send(i: int) -> int:
+            r = await clients[i].post(
+                "/v1/chat/completions", json=harness.chat(), headers=harness.AUTH
+            )
+            await r.read()
+            return r.status
+
+        assert [await send(0), await send(0)] == [200, 200]  # retried on e1: the floor, used
+        await asyncio.sleep(0.4)  # A's window published and read by B
+        assert gws[1].proxy.retry_budget.peers == (2, 2)
+        assert await send(1) == 500  # e0's answer: no retry left in the fleet's budget
+        text = await (await clients[1].get("/metrics")).text()
+        assert parse_metrics(text)["skyfleet_retry_budget_exhausted_total"] == 1
+    finally:
+        for c in clients:
+            await c.close()
+        for u in (broken, good):
+            await u.server.close()
+        own.stop()
