@@ -14,6 +14,7 @@ import re
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import (
@@ -70,7 +71,20 @@ class ServerConfig(_Strict):
     drain_timeout_s: float = Field(default=30.0, ge=0, description="graceful shutdown wait")
     watch_config: bool = Field(default=True, description="reload when the file changes")
     redis_url: str | None = Field(
-        default=None, description="share tenant limits across workers/replicas (shared_limits)"
+        default=None,
+        description="share tenant limits and fleet state across workers/replicas through Redis",
+    )
+    redis_required: bool = Field(
+        default=True,
+        description="with redis_url: refuse to start when Redis does not answer (false: start "
+        "with per-process state, logged, and join when it answers)",
+    )
+    shared_state_interval_s: float = Field(
+        default=0.25,
+        gt=0,
+        le=10,
+        description="with redis_url: how often fleet state (health, load, retry budget) is "
+        "exchanged; at most half of health.probe_interval_s is used",
     )
 
     @model_validator(mode="after")
@@ -81,11 +95,26 @@ class ServerConfig(_Strict):
     @field_validator("redis_url")
     @classmethod
     def _redis_url(cls, v: str | None) -> str | None:
-        if v is not None and not re.match(r"^(rediss?|unix)://\S+$", v):
+        if v is None:
+            return v
+        if not re.match(r"^(rediss?|unix)://\S+$", v):
             raise ValueError(
                 "expected a Redis URL such as redis://127.0.0.1:6379/0 "
-                "(schemes redis://, rediss://, unix://), or null for per-process limits"
+                "(schemes redis://, rediss://, unix://), or null for per-process state"
             )
+        parts = urlsplit(v)
+        if parts.scheme == "unix":
+            if not parts.path:
+                raise ValueError("expected unix:///path/to/redis.sock (the socket's path)")
+            return v
+        try:
+            port = parts.port
+        except ValueError:
+            raise ValueError("expected a port number from 1 to 65535 after the host") from None
+        if not parts.hostname or port == 0:
+            raise ValueError("expected redis://host:port/db with a host and a port from 1 to 65535")
+        if parts.path.strip("/") and not parts.path.strip("/").isdigit():
+            raise ValueError("expected the database number after the host (redis://host:6379/0)")
         return v
 
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import shutil
+import socket
 import sqlite3
+import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -12,6 +15,7 @@ from typing import Any
 
 import httpx
 import pytest
+import redis
 import yaml
 
 from skyfleet.config import hash_key
@@ -23,6 +27,74 @@ UPSTREAM_MODEL = "Llama-3.1-8B"
 KEY = "sk-test-acme"
 HTTP = httpx.Client(timeout=30)  # shared: a new httpx client costs ~0.1 s (TLS context)
 ADMIN_KEY = "sk-test-admin"
+REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
+NEEDS_REDIS = pytest.mark.skipif(
+    not Path(REDIS_SERVER).exists(),
+    reason="redis-server is not installed (`make test` installs it: apt-get install redis-server)",
+)
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class RedisServer:
+    """A throw-away redis-server on a free port (no persistence); `kill` and `start` again
+    on the same port simulate an outage."""
+
+    def __init__(self, password: str | None = None) -> None:
+        self.port = free_port()
+        self.password = password
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.client = redis.Redis(port=self.port, password=password, decode_responses=True)
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.start()
+
+    def start(self) -> None:
+        """Start (again) on this port and wait until it answers."""
+        cmd = [REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1"]
+        cmd += ["--save", "", "--appendonly", "no"]
+        if self.password is not None:
+            cmd += ["--requirepass", self.password]
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                self.client.ping()
+                return
+            except redis.ConnectionError:
+                if time.monotonic() > deadline or self.proc.poll() is not None:
+                    self.stop()
+                    raise
+                time.sleep(0.02)
+
+    def now(self) -> float:
+        s, us = self.client.time()
+        return float(s) + us / 1e6
+
+    def kill(self) -> None:
+        """SIGKILL: the server vanishes mid-conversation."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+        self.client.connection_pool.disconnect()
+
+    def stop(self) -> None:
+        self.client.close()
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
+
+
+@pytest.fixture(scope="module")
+def redis_server() -> Iterator[RedisServer]:
+    """One redis-server for the test module."""
+    r = RedisServer()
+    yield r
+    r.stop()
 
 
 def fleet_config(

@@ -75,6 +75,10 @@ def test_errors_name_file_key_and_expectation(tmp_path: Path) -> None:
             "endpoints[0].url",
             "http",
         ),  # type: ignore[dict-item]
+        ({"server": {"redis_url": "http://r:6379"}}, "server.redis_url", "redis://"),
+        ({"server": {"redis_url": "redis://:pw@r:99999/0"}}, "server.redis_url", "1 to 65535"),
+        ({"server": {"redis_url": "redis://r:6379/cache"}}, "server.redis_url", "database number"),
+        ({"server": {"shared_state_interval_s": 0}}, "server.shared_state_interval_s", "0"),
     ],
 )
 def test_bad_values_are_reported(
@@ -83,6 +87,7 @@ def test_bad_values_are_reported(
     with pytest.raises(ConfigError) as e:
         load_config(write(tmp_path, {**BASE, **patch}))
     assert where in str(e.value) and what in str(e.value)
+    assert ":pw@" not in str(e.value)  # a Redis URL (password) is never echoed
 
 
 def test_env_substitution_and_missing_var(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

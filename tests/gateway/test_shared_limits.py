@@ -9,19 +9,16 @@ together hold it within 5 %.
 from __future__ import annotations
 
 import asyncio
-import shutil
-import socket
 import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
-import redis
 import yaml
 from prometheus_client import CollectorRegistry
 
@@ -29,69 +26,18 @@ from skyfleet.config import hash_key
 from skyfleet.emulator.metrics import parse_metrics
 from skyfleet.emulator.process import EmulatorProcess, start_emulator
 from skyfleet.gateway.process import GatewayProcess, start_gateway
+from skyfleet.gateway.redis_link import RedisLink
 from skyfleet.gateway.shared_limits import KEY_PREFIX, SharedLimits
 from skyfleet.policy.ratelimit import TenantLimiter, TenantLimits
 
+from .conftest import NEEDS_REDIS, RedisServer, free_port
+
 UPSTREAM = "Llama-3.1-8B"
 KEY = "sk-shared-acme"
-NO_DISK = ("--save", "", "--appendonly", "no")
-REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
-
 pytestmark = [
     pytest.mark.slow,  # about 20 s in all: two gateways with two workers each
-    pytest.mark.skipif(
-        not Path(REDIS_SERVER).exists(),
-        reason="redis-server is not installed (`make test` installs it: apt-get install "
-        "redis-server)",
-    ),
+    NEEDS_REDIS,
 ]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class RedisServer:
-    """A throw-away redis-server on a free port (no persistence)."""
-
-    def __init__(self) -> None:
-        self.port = _free_port()
-        self.proc = subprocess.Popen(
-            [REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1", *NO_DISK],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.client = redis.Redis(port=self.port, decode_responses=True)
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                self.client.ping()
-                return
-            except redis.ConnectionError:
-                if time.monotonic() > deadline or self.proc.poll() is not None:
-                    self.stop()
-                    raise
-                time.sleep(0.02)
-
-    def now(self) -> float:
-        s, us = self.client.time()
-        return float(s) + us / 1e6
-
-    def stop(self) -> None:
-        self.client.close()
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(10)
-
-
-@pytest.fixture(scope="module")
-def redis_server() -> Iterator[RedisServer]:
-    r = RedisServer()
-    yield r
-    r.stop()
 
 
 @pytest.fixture(scope="module")
@@ -153,12 +99,13 @@ def fresh_connections() -> aiohttp.ClientSession:
     return aiohttp.ClientSession(connector=conn, timeout=aiohttp.ClientTimeout(total=30))
 
 
-def greedy_rate(gw: GatewayProcess, window: float) -> tuple[int, int, list[int]]:
-    """Clients that retry as soon as told; accepted in the first and the second window."""
+def greedy_rate(gws: list[GatewayProcess], window: float) -> tuple[int, int, list[int]]:
+    """Six clients (spread over `gws`) that retry as soon as told; accepted in the first and
+    the second window."""
     ok: list[float] = []
     other: list[int] = []
 
-    async def client(s: aiohttp.ClientSession, stop: float) -> None:
+    async def client(s: aiohttp.ClientSession, gw: GatewayProcess, stop: float) -> None:
         while time.monotonic() < stop:
             status, headers, _ = await chat(s, gw, 1)
             if status == 200:
@@ -170,7 +117,8 @@ def greedy_rate(gw: GatewayProcess, window: float) -> tuple[int, int, list[int]]
     async def run() -> float:
         async with fresh_connections() as s:
             start = time.monotonic()
-            await asyncio.gather(*(client(s, start + 2 * window) for _ in range(6)))
+            stop = start + 2 * window
+            await asyncio.gather(*(client(s, gws[i % len(gws)], stop) for i in range(6)))
             return start
 
     start = asyncio.run(run())
@@ -199,7 +147,7 @@ def test_two_workers_hold_a_tenant_to_its_rate_only_with_redis(
     local_cfg = write_config(tmp_path / "local.yaml", emulator.base_url, limits, None)
     gw = start_gateway(shared_cfg, workers=2)
     gateways.append(gw)
-    first, steady, other = greedy_rate(gw, window)
+    first, steady, other = greedy_rate([gw], window)
     gw.stop(10)
     assert steady == pytest.approx(expected, rel=0.05)
     assert first <= expected + rpm * 3 / 60 + 2
@@ -208,8 +156,58 @@ def test_two_workers_hold_a_tenant_to_its_rate_only_with_redis(
 
     gw = start_gateway(local_cfg, workers=2)
     gateways.append(gw)
-    _, steady_local, _ = greedy_rate(gw, window)
+    _, steady_local, _ = greedy_rate([gw], window)
     assert steady_local > 1.4 * expected, "per-process limits: each worker admits the full rate"
+
+
+def test_three_replicas_hold_a_tenant_to_its_rate(
+    tmp_path: Path,
+    emulator: EmulatorProcess,
+    redis_server: RedisServer,
+    gateways: list[GatewayProcess],
+) -> None:
+    """Three separate gateway processes (replicas, not workers) on one Redis: the tenant's
+    accepted requests stay within 5 % of its limit, as with one process."""
+    redis_server.client.flushdb()
+    rpm, window = 1200, 3.0
+    expected = rpm / 60 * window
+    cfg = write_config(tmp_path / "three.yaml", emulator.base_url, {"rpm": rpm}, redis_server.url)
+    gws = [start_gateway(cfg) for _ in range(3)]
+    gateways.extend(gws)
+    first, steady, other = greedy_rate(gws, window)
+    assert steady == pytest.approx(expected, rel=0.05)
+    assert first <= expected + rpm * 3 / 60 + 2
+    assert other and set(other) == {429}
+
+
+def test_three_replicas_share_a_concurrency_limit(
+    tmp_path: Path,
+    emulators: Callable[..., EmulatorProcess],
+    redis_server: RedisServer,
+    gateways: list[GatewayProcess],
+) -> None:
+    """`max_concurrency: 3` over three replicas: of nine simultaneous slow requests (three per
+    replica) exactly three are served, six get 429 `concurrency`; once they end, the slots
+    are free again everywhere."""
+    redis_server.client.flushdb()
+    slow = emulators(time_scale=10)
+    slow.inject("slow", ttft_delay_s=1.5)
+    cfg = write_config(
+        tmp_path / "conc.yaml", slow.base_url, {"max_concurrency": 3}, redis_server.url
+    )
+    gws = [start_gateway(cfg) for _ in range(3)]
+    gateways.extend(gws)
+
+    async def together(n: int) -> list[tuple[int, str]]:
+        async with fresh_connections() as s:
+            replies = await asyncio.gather(*(chat(s, gws[i % 3], 1) for i in range(n)))
+        return sorted(
+            (st, "" if st == 200 else (b or {})["error"]["message"]) for st, _, b in replies
+        )
+
+    refused = (429, "Too many concurrent requests (limit 3); retry after 1 s.")
+    assert asyncio.run(together(9)) == [(200, "")] * 3 + [refused] * 6
+    assert asyncio.run(together(3)) == [(200, "")] * 3  # released through Redis by each replica
 
 
 def test_tpm_correction_is_exact_through_redis(
@@ -259,12 +257,12 @@ def test_tpm_correction_is_exact_through_redis(
 
 
 def test_redis_down_at_start_is_a_clear_error(tmp_path: Path) -> None:
-    port = _free_port()  # nothing listens there
+    port = free_port()  # nothing listens there
     url = f"redis://127.0.0.1:{port}/0"
     cfg = write_config(tmp_path / "down.yaml", "http://127.0.0.1:9/v1", {"rpm": 60}, url)
     cmd = [sys.executable, "-m", "skyfleet.gateway.server", "--config", str(cfg)]
     out = subprocess.run(
-        [*cmd, "--port", str(_free_port()), "--workers", "2"],
+        [*cmd, "--port", str(free_port()), "--workers", "2"],
         capture_output=True,
         text=True,
         timeout=30,
@@ -294,9 +292,10 @@ def test_runtime_redis_failure_fails_open_to_per_process_limits(
         assert asyncio.run(burst(3)) == [200, 429, 429]  # now the process's own bucket
         with urllib.request.urlopen(gw.url + "/metrics", timeout=10) as r:
             m = parse_metrics(r.read().decode())
-        assert m["skyfleet_shared_limits_up"] == 0
-        assert m['skyfleet_shared_limits_errors_total{op="acquire"}'] >= 1
-        assert "failing open to this process's own limits" in gw.log()
+        assert m["skyfleet_shared_state_up"] == 0
+        assert m['skyfleet_shared_state_errors_total{op="acquire"}'] >= 1
+        assert m["skyfleet_shared_state_fallbacks_total"] == 1
+        assert gw.log().count("falling back to this process's own tenant limits") == 1
     finally:
         own.stop()
 
@@ -309,8 +308,8 @@ async def test_crashed_worker_slots_expire_and_budget_is_shared(
     tenant in another until UTC midnight."""
     url = redis_server.url
     limits = TenantLimits(max_concurrency=2, daily_budget_usd=1.0)
-    a = SharedLimits(url, CollectorRegistry(), slot_ttl_s=0.6)
-    b = SharedLimits(url, CollectorRegistry(), slot_ttl_s=0.6)
+    a = SharedLimits(RedisLink(url, CollectorRegistry()), slot_ttl_s=0.6)
+    b = SharedLimits(RedisLink(url, CollectorRegistry()), slot_ttl_s=0.6)
     await a.start()
     await b.start()
     try:
@@ -330,6 +329,7 @@ async def test_crashed_worker_slots_expire_and_budget_is_shared(
         assert d.charge is not None
         t.complete(time.time(), d.charge, 10, cost_usd=1.5)  # frees a slot, spends the budget
         await a.close()  # "crash": the other slot is never released, nor refreshed
+        await a.link.close()
         await asyncio.sleep(0.1)
         d = (await b.acquire(tenant, TenantLimiter(limits), 10)).try_acquire(0, 10)
         assert not d.allowed and d.reason == "budget"
@@ -341,3 +341,4 @@ async def test_crashed_worker_slots_expire_and_budget_is_shared(
         assert redis_server.client.zcount(key, redis_server.now(), "+inf") == 0  # expired
     finally:
         await b.close()
+        await b.link.close()

@@ -148,3 +148,38 @@ def test_throttled_endpoint_counts_as_saturated_until_retry_after() -> None:
     eps = [ep("a", throttled_until=10.0), ep("s", "spillover")]
     assert route(REQ, eps, RoutingConfig(), random.Random(0), now=5.0).endpoint == "s"
     assert route(REQ, eps, RoutingConfig(), random.Random(0), now=10.5).endpoint == "a"
+
+
+def test_other_replicas_in_flight_count_for_saturation_and_balance() -> None:
+    """With shared fleet state `peer_in_flight` is load like this process's own."""
+    p = RoutingConfig()
+    eps = [ep("a", cap=4, inflight=1, peer_in_flight=3), ep("s", "spillover", cap=4)]
+    assert route(REQ, eps, p, random.Random(0)).endpoint == "s"  # a is full fleet-wide
+    rng = random.Random(0)
+    busy, idle = ep("a", inflight=0, peer_in_flight=8), ep("b", inflight=1)
+    assert {route(REQ, [busy, idle], p, rng).endpoint for _ in range(20)} == {"b"}
+
+
+def test_adopted_ejection_expires_like_an_own_one_and_keeps_the_later() -> None:
+    cfg = HealthConfig(consecutive_failures=2, base_ejection_s=10, max_ejection_s=100)
+    h = EndpointHealth()
+    assert not h.adopt_ejection(5.0, 1, now=5.0)  # already over: ignored
+    assert h.adopt_ejection(20.0, 2, now=5.0)
+    assert not h.routable(5.0) and h.ejected_until == 20.0
+    assert not h.adopt_ejection(15.0, 1, now=6.0)  # an earlier expiry does not shorten it
+    h.on_probe(True, 10.0, cfg)
+    assert not h.routable(10.0)  # a good probe before expiry does not end it
+    h.on_probe(True, 20.0, cfg)  # probation → probe OK → back
+    assert h.routable(20.0)
+    h.on_failure(21.0, cfg)
+    assert h.on_failure(21.0, cfg)
+    assert h.ejected_until == 21.0 + 40  # third in a row: the back-off continued from 2
+
+
+def test_retry_budget_counts_the_peers_requests_and_retries() -> None:
+    b = RetryBudget(ratio=0.2, min_retries=0, window_s=10, max_attempts=3)
+    for i in range(10):
+        b.record_request(i * 0.1)
+    b.peers = (90, 15)  # the other replicas: 90 requests, 15 retries in their windows
+    assert b.own_totals(1.0) == (10, 0) and b.totals(1.0) == (100, 15)
+    assert sum(b.try_retry(1, 1.0) for _ in range(10)) == 5  # 20 % of 100, 15 taken

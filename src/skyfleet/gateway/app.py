@@ -5,7 +5,9 @@ ledger, metrics, monitor, config reload.
 priority queue, shedding) with `AdaptiveLimits`, and `HedgedAttempts` over `PlainAttempts`;
 `Gateway(...)` takes any `AdmissionController` and `AttemptStrategy` (tests pass simpler
 ones). The request path itself reads in order: `handlers` → `auth` → `admission` → `proxy`
-→ `attempts` (→ `hedging`) → `handlers.settle`.
+→ `attempts` (→ `hedging`) → `handlers.settle`. With `server.redis_url` one `RedisLink`
+carries the shared tenant limits (`shared_limits`, inside the admission controller) and the
+shared fleet state (`shared_fleet`: health, load, retry budget; off the request path).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import aiohttp
 from aiohttp import web
@@ -33,6 +35,10 @@ from skyfleet.gateway.metrics import GatewayMetrics
 from skyfleet.gateway.monitor import Monitor
 from skyfleet.gateway.overload import OverloadController
 from skyfleet.gateway.proxy import Proxy
+
+if TYPE_CHECKING:
+    from skyfleet.gateway.redis_link import RedisLink
+    from skyfleet.gateway.shared_fleet import SharedFleet
 
 log = logging.getLogger("skyfleet.gateway")
 
@@ -82,6 +88,7 @@ class Gateway:
         *,
         config_path: str | None = None,
         reloadable: tuple[Configurable, ...] = (),
+        link: RedisLink | None = None,
     ) -> None:
         cfg = fleet.cfg
         self.fleet = fleet
@@ -93,6 +100,13 @@ class Gateway:
         self.config_path = config_path
         self.reloadable = reloadable
         self.monitor: Monitor | None = None
+        self.link = link  # the shared Redis (server.redis_url), owned here
+        self.shared_fleet: SharedFleet | None = None
+        if link is not None:
+            from skyfleet.gateway.shared_fleet import SharedFleet
+
+            budget = lambda: self.proxy.retry_budget  # noqa: E731 - replaced on reload
+            self.shared_fleet = SharedFleet(fleet, link, budget, metrics.registry)
         self.active = 0  # requests in the proxy now
         self.draining = False
         self._mtime = self._stat()
@@ -113,10 +127,14 @@ class Gateway:
     async def _on_startup(self, app: web.Application) -> None:
         session = self.upstream.open()
         await self.ledger.start()
+        if self.link is not None:
+            await self.link.start()
         await self.admission.start()
         await self.cycle_adapters()  # credentials before the first request
         self.monitor = Monitor(self.fleet, session)
         self.monitor.start()
+        if self.shared_fleet is not None:
+            await self.shared_fleet.start()
         if self.config_path and self.fleet.cfg.server.watch_config:
             self._watch = asyncio.create_task(self._watch_loop())
 
@@ -125,12 +143,16 @@ class Gateway:
             self._watch.cancel()
         if self.monitor is not None:
             await self.monitor.stop()
+        if self.shared_fleet is not None:
+            await self.shared_fleet.close()
         await self.admission.close()
         if self._cycling is not None:
             await self._cycling
         fleet = self.fleet
         for adapter in [*fleet.adapters_to_close, *(e.adapter for e in fleet.endpoints.values())]:
             await adapter.close()
+        if self.link is not None:
+            await self.link.close()
         await self.ledger.close()
         await self.upstream.close()
 
@@ -188,6 +210,9 @@ class Gateway:
             part.configure(cfg)
         if cfg.ledger != old.ledger:
             log.warning("ledger settings change on reload is ignored until restart")
+        was, now = old.server, cfg.server
+        if (was.redis_url, was.redis_required) != (now.redis_url, now.redis_required):
+            log.warning("server.redis_url/redis_required change on reload is ignored until restart")
         self.metrics.reloads.labels("ok").inc()
         log.info("config reloaded: %d endpoints, %d models", len(cfg.endpoints), len(cfg.models))
         return True
@@ -198,7 +223,14 @@ def build_gateway(cfg: FleetConfig, config_path: str | None = None) -> Gateway:
     fleet = Fleet(cfg)
     metrics = GatewayMetrics(fleet)
     limits = AdaptiveLimits(fleet, metrics.registry)
-    admission = OverloadController(fleet, metrics.registry, limits)
+    link = shared = None
+    if cfg.server.redis_url is not None:
+        from skyfleet.gateway.redis_link import RedisLink
+        from skyfleet.gateway.shared_limits import SharedLimits
+
+        link = RedisLink(cfg.server.redis_url, metrics.registry, required=cfg.server.redis_required)
+        shared = SharedLimits(link)
+    admission = OverloadController(fleet, metrics.registry, limits, shared)
     upstream = Upstream()
     plain = PlainAttempts(upstream.session, AttemptRecorder(fleet, metrics, limits))
     hedging = Hedging(cfg, metrics.registry)
@@ -211,4 +243,5 @@ def build_gateway(cfg: FleetConfig, config_path: str | None = None) -> Gateway:
         upstream,
         config_path=config_path,
         reloadable=(hedging,),
+        link=link,
     )

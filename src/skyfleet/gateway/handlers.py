@@ -61,6 +61,7 @@ def endpoint_row(endpoint: LiveEndpoint, now: float) -> dict[str, Any]:
         "accelerator": cfg.accelerator or "",
         "capacity": state.capacity,
         "in_flight": state.in_flight,
+        "peer_in_flight": state.peer_in_flight,
         "healthy": state.healthy,
         "ejected_for_s": None
         if health.ejected_until is None

@@ -97,7 +97,7 @@ class AdaptiveLimits:
         el = self._of(endpoint)
         if el is not None:
             before = el.limit.limit
-            el.limit.on_sample(time.monotonic(), seconds, endpoint.state.in_flight + 1)
+            el.limit.on_sample(time.monotonic(), seconds, endpoint.state.outstanding + 1)
             self._apply(endpoint, el, before)
 
     def on_drop(self, endpoint: LiveEndpoint) -> None:
@@ -105,7 +105,7 @@ class AdaptiveLimits:
         el = self._of(endpoint)
         if el is not None:
             before = el.limit.limit
-            el.limit.on_drop(time.monotonic(), endpoint.state.in_flight + 1)
+            el.limit.on_drop(time.monotonic(), endpoint.state.outstanding + 1)
             self._apply(endpoint, el, before)
 
 

@@ -160,6 +160,7 @@ class OverloadController:
         fleet: Fleet,
         registry: CollectorRegistry,
         limits: AdaptiveLimits | None = None,
+        shared: SharedLimits | None = None,
     ) -> None:
         self.fleet = fleet
         self.limits = limits or AdaptiveLimits(fleet, registry)
@@ -171,12 +172,7 @@ class OverloadController:
         self._endpoints: dict[str, Sequence[EndpointState]] = {}
         self._pump_task: asyncio.Task[None] | None = None
         self.metrics = OverloadMetrics(registry, self)
-        self.shared: SharedLimits | None = None  # tenant limits in Redis (server.redis_url)
-        redis_url = fleet.cfg.server.redis_url
-        if redis_url is not None:
-            from skyfleet.gateway.shared_limits import SharedLimits
-
-            self.shared = SharedLimits(redis_url, registry)
+        self.shared = shared  # tenant limits in Redis (server.redis_url; build_gateway)
         self.configure(fleet.cfg)
 
     # ---- configuration ------------------------------------------------------------------
@@ -220,11 +216,13 @@ class OverloadController:
 
     # ---- fleet view ---------------------------------------------------------------------
     def fleet_load(self, model: str) -> FleetLoad:
-        """Admitted in-flight requests of `model` against the sum of its endpoints' limits."""
+        """Admitted in-flight requests of `model` (and, with shared fleet state, the other
+        replicas' open requests on its endpoints) against the sum of its endpoints' limits."""
+        endpoints = self._endpoints.get(model, ())
         return fleet_load(
-            self._endpoints.get(model, ()),
+            endpoints,
             self.limits.current(),
-            in_flight=self.active.get(model, 0),
+            in_flight=self.active.get(model, 0) + sum(e.peer_in_flight for e in endpoints),
             service=self._service.get(model),
         )
 

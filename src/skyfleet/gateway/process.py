@@ -106,7 +106,8 @@ def start_gateway(
                 break
             try:
                 with _OPENER.open(gp.url + "/health", timeout=1.0) as r:
-                    if r.status == 200:
+                    # every worker listens (one answering is not all of them serving)
+                    if r.status == 200 and gp.log().count("listening on") >= workers:
                         return gp
             except (urllib.error.URLError, OSError):
                 pass

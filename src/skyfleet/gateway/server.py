@@ -74,8 +74,8 @@ def serve(config_path: str, host: str | None, port: int | None, workers: int) ->
     """`skyfleet serve`: validate the config, then run one or `workers` processes."""
     _setup_logging()
     cfg = load_config(config_path)
-    if cfg.server.redis_url is not None:  # fail before forking workers, naming the URL
-        from skyfleet.gateway.shared_limits import check_redis
+    if cfg.server.redis_url is not None and cfg.server.redis_required:  # fail before forking
+        from skyfleet.gateway.redis_link import check_redis
 
         check_redis(cfg.server.redis_url, config_path)
     host = host or cfg.server.host

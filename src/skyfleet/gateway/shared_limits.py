@@ -12,16 +12,24 @@ is taken by one atomic Lua script in Redis, with Redis's clock (replicas' clocks
 - daily budget: a float counter per UTC day (``{tenant}:spend:<day>``), kept two days.
 
 Tokens are charged up front on the estimate and corrected by ``actual − estimate`` when usage
-is known (a second script), exactly as the in-process limiter does. The pure policy is
-unchanged: `SharedLimits.acquire` returns a `SharedCharge`, a `TenantLimiter` whose decision
-was already taken in Redis, and `policy.admission.decide` uses it like any other limiter.
+is known, exactly as the in-process limiter does. The pure policy is unchanged:
+`SharedLimits.acquire` returns a `SharedCharge`, a `TenantLimiter` whose decision was already
+taken in Redis, and `policy.admission.decide` uses it like any other limiter.
+
+Batching (group commit): each tenant has at most one script call in flight. Admissions and
+corrections that arrive meanwhile (or in the same event-loop turn) wait and go together in
+the next call: the corrections first (summed: the GCRA adjustment is additive), then each
+admission in arrival order, exactly as if sent one by one. Under load a call carries several
+requests; alone, a request waits for nothing but its own round trip. So the per-request cost
+is at most one call (acquire), and the correction rides with a later one.
 
 Failure: unreachable at start-up → `SkyfleetError` naming the URL (the gateway does not
 start). At run time a failed call fails **open** to the process's own limiter (each worker
-then enforces the full limit by itself, as without Redis), logs one warning, counts
-``skyfleet_shared_limits_errors_total{op}`` and sets ``skyfleet_shared_limits_up`` to 0; Redis
-is tried again after `RETRY_AFTER_S`. Availability over strictness: a rate-limit store must
-not take the gateway down with it.
+then enforces the full limit by itself, as without Redis): the `RedisLink` both this store and
+the fleet state use goes down (one warning, ``skyfleet_shared_state_up`` 0,
+``skyfleet_shared_state_errors_total{op}``), no request calls Redis until its background ping
+answers again. Availability over strictness: a rate-limit store must not take the gateway
+down with it.
 """
 
 from __future__ import annotations
@@ -29,18 +37,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-import logging
 import math
 import os
 import time
 import uuid
-from collections.abc import Coroutine
-from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit, urlunsplit
+from dataclasses import dataclass, field
+from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge
-
-from skyfleet.errors import SkyfleetError
+from skyfleet.gateway.redis_link import RedisLink
 from skyfleet.policy.ratelimit import (
     CONCURRENCY_RETRY_S,
     DAY_S,
@@ -53,18 +57,8 @@ from skyfleet.policy.ratelimit import (
     TenantLimits,
 )
 
-if TYPE_CHECKING:
-    import redis.asyncio
-
-log = logging.getLogger("skyfleet.gateway.shared_limits")
-
 KEY_PREFIX = "skyfleet:limits:"
 SLOT_TTL_S = 30.0  # a slot not refreshed for this long is freed (crashed worker)
-RETRY_AFTER_S = 1.0  # after a failure, decide locally for this long before trying Redis again
-OP_TIMEOUT_S = 1.0  # per Redis call (and wait for a pooled connection): then fail open
-CONNECT_TIMEOUT_S = 1.0
-POOL_SIZE = 64  # connections per process; one Lua call takes ~0.2 ms, so callers rarely wait
-STARTUP_TIMEOUT_S = 3.0
 
 _NOW = """
 local t = redis.call('TIME')
@@ -76,73 +70,70 @@ end
 """
 
 # KEYS: requests TAT, tokens TAT, concurrency slots (zset), today's spend
-# ARGV: req interval (0 = no limit), req tau, tok interval (0 = no limit), tok tau, est tokens,
-#       max concurrency (0 = none), budget usd (< 0 = none), est cost usd, slot id, slot ttl s
-_ACQUIRE = (
+# ARGV: req interval (0 = no limit), req tau, tok interval (0 = no limit), tok tau,
+#       max concurrency (0 = none), budget usd (< 0 = none), slot ttl s,
+#       corrections: req delta (units), tok delta (units), cost usd, n slots to free, slot ids…,
+#       then per admission: est tokens, est cost usd, slot id ('-' = none)
+# Returns {now, req TAT, tok TAT, {ok, req wait, tok wait, conc block, budget block}…}
+_BATCH = (
     _NOW
     + """
 local ri, rtau = tonumber(ARGV[1]), tonumber(ARGV[2])
 local ti, ttau = tonumber(ARGV[3]), tonumber(ARGV[4])
-local est, maxc = tonumber(ARGV[5]), tonumber(ARGV[6])
-local budget, cost, ttl = tonumber(ARGV[7]), tonumber(ARGV[8]), tonumber(ARGV[10])
-local function tat_of(key)
-  local v = redis.call('GET', key)
-  if v then return math.max(tonumber(v), now) end
-  return now
+local maxc, budget, ttl = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
+local rdelta, tdelta, cost = tonumber(ARGV[8]), tonumber(ARGV[9]), tonumber(ARGV[10])
+local nfree = tonumber(ARGV[11])
+local rtat, ttat, rdirty, tdirty, cdirty = now, now, false, false, false
+if ri > 0 then
+  local v = redis.call('GET', KEYS[1])
+  if v then rtat = math.max(tonumber(v) + rdelta * ri, now); rdirty = rdelta ~= 0 end
+end
+if ti > 0 then
+  local v = redis.call('GET', KEYS[2])
+  if v then ttat = math.max(tonumber(v) + tdelta * ti, now); tdirty = tdelta ~= 0 end
+end
+for i = 1, nfree do redis.call('ZREM', KEYS[3], ARGV[11 + i]) end
+if cost > 0 then
+  redis.call('INCRBYFLOAT', KEYS[4], ARGV[10])
+  redis.call('EXPIRE', KEYS[4], 172800)
+end
+local first = 12 + nfree
+local count, spent = 0, 0
+if #ARGV >= first then
+  if maxc > 0 then
+    redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now)
+    count = redis.call('ZCARD', KEYS[3])
+  end
+  if budget >= 0 then spent = tonumber(redis.call('GET', KEYS[4]) or '0') end
 end
 local function wait(tat, interval, tau, c)
   return math.max(0, tat + c * interval - math.max(tau, c * interval) - now)
 end
-local rtat, ttat, rwait, twait, cblock, bblock = now, now, 0, 0, 0, 0
-if ri > 0 then rtat = tat_of(KEYS[1]); rwait = wait(rtat, ri, rtau, 1) end
-if ti > 0 then ttat = tat_of(KEYS[2]); twait = wait(ttat, ti, ttau, est) end
-if maxc > 0 then
-  redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now)
-  if redis.call('ZCARD', KEYS[3]) >= maxc then cblock = 1 end
-end
-if budget >= 0 then
-  local spent = tonumber(redis.call('GET', KEYS[4]) or '0')
-  if spent >= budget or spent + cost > budget then bblock = 1 end
-end
-local ok = 0
-if rwait <= 0 and twait <= 0 and cblock == 0 and bblock == 0 then
-  ok = 1
-  if ri > 0 then rtat = rtat + ri; set_tat(KEYS[1], rtat) end
-  if ti > 0 then ttat = ttat + est * ti; set_tat(KEYS[2], ttat) end
-  if maxc > 0 then
-    redis.call('ZADD', KEYS[3], now + ttl, ARGV[9])
-    redis.call('PEXPIRE', KEYS[3], math.ceil(ttl * 1000) + 1000)
+local out = {}
+for i = first, #ARGV - 2, 3 do
+  local est, ecost = tonumber(ARGV[i]), tonumber(ARGV[i + 1])
+  local rwait, twait, cblock, bblock = 0, 0, 0, 0
+  if ri > 0 then rwait = wait(rtat, ri, rtau, 1) end
+  if ti > 0 then twait = wait(ttat, ti, ttau, est) end
+  if maxc > 0 and count >= maxc then cblock = 1 end
+  if budget >= 0 and (spent >= budget or spent + ecost > budget) then bblock = 1 end
+  local ok = 0
+  if rwait <= 0 and twait <= 0 and cblock == 0 and bblock == 0 then
+    ok = 1
+    if ri > 0 then rtat = rtat + ri; rdirty = true end
+    if ti > 0 then ttat = ttat + est * ti; tdirty = true end
+    if maxc > 0 then
+      redis.call('ZADD', KEYS[3], now + ttl, ARGV[i + 2])
+      count = count + 1
+      cdirty = true
+    end
   end
+  table.insert(out, {ok, fmt(rwait), fmt(twait), cblock, bblock})
 end
-return {ok, fmt(now), fmt(rwait), fmt(twait), cblock, bblock, fmt(rtat), fmt(ttat)}
-"""
-)
-
-# KEYS: as _ACQUIRE. ARGV: req interval, req delta (units), tok interval, tok delta (units),
-#       slot id ('' = none), cost usd to add to today's spend
-_ADJUST = (
-    _NOW
-    + """
-local function adjust(key, interval, delta)
-  if interval <= 0 then return now end
-  local v = redis.call('GET', key)
-  local tat = now
-  if v then tat = math.max(tonumber(v), now) end
-  if delta ~= 0 then
-    if v then tat = math.max(tonumber(v) + delta * interval, now) end
-    set_tat(key, tat)
-  end
-  return tat
-end
-local rtat = adjust(KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2]))
-local ttat = adjust(KEYS[2], tonumber(ARGV[3]), tonumber(ARGV[4]))
-if ARGV[5] ~= '' then redis.call('ZREM', KEYS[3], ARGV[5]) end
-local cost = tonumber(ARGV[6])
-if cost > 0 then
-  redis.call('INCRBYFLOAT', KEYS[4], ARGV[6])
-  redis.call('EXPIRE', KEYS[4], 172800)
-end
-return {fmt(now), fmt(rtat), fmt(ttat)}
+if rdirty then set_tat(KEYS[1], rtat) end
+if tdirty then set_tat(KEYS[2], ttat) end
+if cdirty then redis.call('PEXPIRE', KEYS[3], math.ceil(ttl * 1000) + 1000) end
+return {fmt(now), fmt(rtat), fmt(ttat), out}
 """
 )
 
@@ -158,74 +149,6 @@ return #ARGV - 1
 )
 
 
-def redact_url(url: str) -> str:
-    """The URL with any password replaced by ``***`` (safe for logs and errors)."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    user = parts.username or ""
-    host = parts.hostname or ""
-    netloc = f"{user}:***@{host}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit(parts._replace(netloc=netloc))
-
-
-def _import_redis() -> Any:
-    try:
-        import redis.asyncio as aioredis
-    except ImportError:  # pragma: no cover - redis is a declared extra
-        raise SkyfleetError(
-            "server.redis_url is set but the redis package is missing: "
-            "pip install 'skyfleet[redis]'"
-        ) from None
-    return aioredis
-
-
-def _client(url: str) -> redis.asyncio.Redis:
-    """An asyncio client that fails fast: short timeouts, no retries (we fail open), and a
-    bounded pool that makes callers wait for a connection instead of failing."""
-    aioredis = _import_redis()
-    from redis.asyncio.retry import Retry
-    from redis.backoff import NoBackoff
-
-    pool = aioredis.BlockingConnectionPool.from_url(
-        url,
-        max_connections=POOL_SIZE,
-        timeout=OP_TIMEOUT_S,
-        socket_timeout=OP_TIMEOUT_S,
-        socket_connect_timeout=CONNECT_TIMEOUT_S,
-        retry=Retry(NoBackoff(), 0),
-        decode_responses=True,
-    )
-    client: redis.asyncio.Redis = aioredis.Redis.from_pool(pool)
-    return client
-
-
-def _unreachable(url: str, err: BaseException, where: str) -> SkyfleetError:
-    why = str(err) or type(err).__name__
-    return SkyfleetError(
-        f"{where}server.redis_url: cannot reach Redis at {redact_url(url)} ({why}); start Redis "
-        "there, or remove server.redis_url to keep tenant limits per process"
-    )
-
-
-def check_redis(url: str, config_path: str = "") -> None:
-    """Ping Redis once (start-up check); a `SkyfleetError` naming the URL if it fails."""
-
-    async def ping() -> None:
-        client = _client(url)
-        try:
-            await asyncio.wait_for(client.ping(), STARTUP_TIMEOUT_S)
-        finally:
-            await client.aclose()
-
-    try:
-        asyncio.run(ping())
-    except SkyfleetError:
-        raise
-    except Exception as e:  # any failure to talk to it is "cannot reach"
-        raise _unreachable(url, e, f"{config_path}: " if config_path else "") from None
-
-
 def _keys(tenant: str, day: int) -> list[str]:
     base = f"{KEY_PREFIX}{{{tenant}}}"  # hash tag: one cluster slot per tenant
     return [f"{base}:req", f"{base}:tok", f"{base}:conc", f"{base}:spend:{day}"]
@@ -233,6 +156,43 @@ def _keys(tenant: str, day: int) -> list[str]:
 
 def _gcra_args(g: Gcra | None) -> list[float]:
     return [0.0, 0.0] if g is None else [g.interval, g.tau]
+
+
+Verdict = list[Any] | None
+"""One admission's answer from the script, ``[ok, req wait, tok wait, conc block, budget
+block]``, or None: decide locally (Redis failed)."""
+
+
+@dataclass(slots=True)
+class _Ask:
+    est: float
+    cost: float
+    slot: str
+    answer: asyncio.Future[Verdict]
+
+
+@dataclass(slots=True)
+class _Batch:
+    """What one tenant sends in its next script call."""
+
+    asks: list[_Ask] = field(default_factory=list)
+    req_delta: float = 0.0
+    tok_delta: float = 0.0
+    cost: float = 0.0
+    free: list[str] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.asks or self.free or self.req_delta or self.tok_delta or self.cost)
+
+
+@dataclass(slots=True)
+class _Lane:
+    """One tenant's queue: the batch being filled, and whether a call is in flight."""
+
+    limits: TenantLimits
+    pending: _Batch = field(default_factory=_Batch)
+    busy: bool = False
+    scheduled: bool = False
 
 
 class SharedCharge(TenantLimiter):
@@ -292,55 +252,40 @@ class SharedCharge(TenantLimiter):
 class SharedLimits:
     """The Redis-backed store of every tenant's limiter state, for one gateway process."""
 
-    def __init__(
-        self, url: str, registry: CollectorRegistry, slot_ttl_s: float = SLOT_TTL_S
-    ) -> None:
-        self.url = url
+    def __init__(self, link: RedisLink, slot_ttl_s: float = SLOT_TTL_S) -> None:
+        self.link = link
         self.slot_ttl_s = slot_ttl_s  # heartbeat every third of it
-        self._redis = _client(url)
-        self._acquire = self._redis.register_script(_ACQUIRE)
-        self._adjust = self._redis.register_script(_ADJUST)
-        self._heartbeat = self._redis.register_script(_HEARTBEAT)
+        self._batch = link.redis.register_script(_BATCH)
+        self._heartbeat = link.redis.register_script(_HEARTBEAT)
         self._mirrors: dict[str, TenantLimiter] = {}
+        self._lanes: dict[str, _Lane] = {}
         self._slots: dict[str, set[str]] = {}  # tenant → slot ids this process holds
         self._ids = itertools.count()
         self._prefix = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self._tasks: set[asyncio.Task[None]] = set()
         self._beat: asyncio.Task[None] | None = None
-        self._down_until = 0.0
-        self._is_up = True
-        self.errors = Counter(
-            "skyfleet_shared_limits_errors",
-            "Failed Redis calls of the shared tenant limits, by operation (failed open)",
-            ["op"],
-            registry=registry,
-        )
-        self.up = Gauge(
-            "skyfleet_shared_limits_up",
-            "1 while tenant limits are shared through Redis, 0 while decided per process",
-            registry=registry,
-        )
-        self.up.set(1)
 
     # ---- lifecycle ----------------------------------------------------------------------
     async def start(self) -> None:
         """Check that Redis answers (raises `SkyfleetError` naming the URL) and start the
         slot heartbeat."""
-        try:
-            await asyncio.wait_for(self._redis.ping(), STARTUP_TIMEOUT_S)
-        except Exception as e:
-            raise _unreachable(self.url, e, "") from None
+        await self.link.start()
         self._beat = asyncio.get_running_loop().create_task(self._beat_loop())
 
     async def close(self) -> None:
-        """Send the pending corrections, stop the heartbeat, close the connections."""
-        if self._tasks:
-            await asyncio.wait(set(self._tasks), timeout=2.0)
+        """Send the pending corrections and stop the heartbeat (the link is closed by its
+        owner)."""
+        deadline = time.monotonic() + 2.0
+        while time.monotonic() < deadline:
+            for tenant, lane in self._lanes.items():  # what waits for the end of this turn
+                self._send(tenant, lane)
+            if not self._tasks:
+                break
+            await asyncio.wait(set(self._tasks), timeout=deadline - time.monotonic())
         if self._beat is not None:
             self._beat.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._beat
-        await self._redis.aclose()
 
     # ---- deciding -----------------------------------------------------------------------
     def mirror(self, tenant: str, limits: TenantLimits) -> TenantLimiter:
@@ -353,62 +298,43 @@ class SharedLimits:
     def headers(self, tenant: str, local: TenantLimiter) -> dict[str, str]:
         """`x-ratelimit-*` values: the shared state, or the local limiter's while Redis is down."""
         now = time.time()
-        if time.monotonic() < self._down_until:
+        if not self.link.available:
             return local.state(now).headers()
         return self.mirror(tenant, local.limits).state(now).headers()
 
     async def acquire(
         self, tenant: str, local: TenantLimiter, est_tokens: float, est_cost_usd: float = 0.0
     ) -> TenantLimiter:
-        """Check and charge every limit of `tenant` in Redis, atomically.
+        """Check and charge every limit of `tenant` in Redis, atomically (in the tenant's
+        next batch).
 
         Returns a `SharedCharge` carrying the decision, or `local` (the process's own
         limiter, which then decides) when Redis is failing.
         """
-        if time.monotonic() < self._down_until:
+        if not self.link.available:
             return local
         limits = local.limits
         slot = f"{self._prefix}-{next(self._ids)}" if limits.max_concurrency is not None else ""
-        call = asyncio.ensure_future(
-            self._run_acquire(tenant, limits, est_tokens, est_cost_usd, slot)
-        )
+        answer: asyncio.Future[Verdict] = asyncio.get_running_loop().create_future()
+        lane = self._lane(tenant, limits)
+        lane.pending.asks.append(_Ask(est_tokens, est_cost_usd, slot, answer))
+        self._kick(tenant, lane)
         try:
-            reply = await asyncio.shield(call)
+            verdict = await asyncio.shield(answer)
         except asyncio.CancelledError:  # the client left: undo the charge once it lands
-            call.add_done_callback(lambda f: self._undo(f, tenant, limits, est_tokens, slot))
+            answer.add_done_callback(lambda f: self._undo(f, tenant, limits, est_tokens, slot))
             raise
-        except Exception as e:
-            self._failed("acquire", e)
+        if verdict is None:
             return local
-        self._recovered()
-        return self._ticket(tenant, limits, reply, est_tokens, slot)
-
-    async def _run_acquire(
-        self, tenant: str, limits: TenantLimits, est: float, est_cost: float, slot: str
-    ) -> list[Any]:
-        m = self.mirror(tenant, limits)
-        day = math.floor(time.time() / DAY_S)
-        budget = -1.0 if limits.daily_budget_usd is None else limits.daily_budget_usd
-        args: list[str | float] = [
-            *_gcra_args(m.requests),
-            *_gcra_args(m.tokens),
-            est,
-            limits.max_concurrency or 0,
-            budget,
-            est_cost,
-            slot or "-",
-            self.slot_ttl_s,
-        ]
-        reply: list[Any] = await self._acquire(keys=_keys(tenant, day), args=args)
-        return reply
+        return self._ticket(tenant, limits, verdict, est_tokens, slot)
 
     def _ticket(
-        self, tenant: str, limits: TenantLimits, reply: list[Any], est: float, slot: str
+        self, tenant: str, limits: TenantLimits, verdict: Verdict, est: float, slot: str
     ) -> SharedCharge:
-        ok, rnow, rwait, twait, cblock, bblock, rtat, ttat = reply
+        assert verdict is not None
+        ok, rwait, twait, cblock, bblock = verdict
         m = self.mirror(tenant, limits)
         now = time.time()
-        self._sync(m, now - float(rnow), rtat, ttat)
         if int(ok):
             if slot:
                 self._slots.setdefault(tenant, set()).add(slot)
@@ -434,7 +360,7 @@ class SharedLimits:
         if m.tokens is not None:
             m.tokens.tat = float(ttat) + shift
 
-    # ---- corrections (background) -------------------------------------------------------
+    # ---- corrections --------------------------------------------------------------------
     def settle(
         self,
         tenant: str,
@@ -444,76 +370,97 @@ class SharedLimits:
         slot: str,
         cost_usd: float,
     ) -> None:
-        """Send a correction (token delta, request refund, slot release, spend) to Redis."""
+        """Queue a correction (token delta, request refund, slot release, spend) for the
+        tenant's next batch. While Redis is down it is dropped (a slot then expires)."""
         if slot:
             self._slots.get(tenant, set()).discard(slot)
-        self._spawn(self._run_adjust(tenant, limits, req_delta, tok_delta, slot, cost_usd))
-
-    async def _run_adjust(
-        self,
-        tenant: str,
-        limits: TenantLimits,
-        req_delta: float,
-        tok_delta: float,
-        slot: str,
-        cost_usd: float,
-    ) -> None:
-        m = self.mirror(tenant, limits)
-        day = math.floor(time.time() / DAY_S)
-        req_i = m.requests.interval if m.requests is not None else 0.0
-        tok_i = m.tokens.interval if m.tokens is not None else 0.0
-        args: list[str | float] = [req_i, req_delta, tok_i, tok_delta, slot, cost_usd]
-        try:
-            rnow, rtat, ttat = await self._adjust(keys=_keys(tenant, day), args=args)
-        except Exception as e:
-            self._failed("settle", e)
+        if not self.link.available:
             return
-        self._sync(m, time.time() - float(rnow), rtat, ttat)
+        lane = self._lane(tenant, limits)
+        batch = lane.pending
+        batch.req_delta += req_delta
+        batch.tok_delta += tok_delta
+        batch.cost += cost_usd
+        if slot:
+            batch.free.append(slot)
+        self._kick(tenant, lane)
 
     def _undo(
-        self, f: asyncio.Future[list[Any]], tenant: str, limits: TenantLimits, est: float, slot: str
+        self, f: asyncio.Future[Verdict], tenant: str, limits: TenantLimits, est: float, slot: str
     ) -> None:
-        if f.cancelled() or f.exception() is not None or not int(f.result()[0]):
+        verdict = None if f.cancelled() else f.result()
+        if verdict is None or not int(verdict[0]):
             return
-        self._spawn(self._run_adjust(tenant, limits, -1.0, -est, slot, 0.0))
+        self.settle(tenant, limits, -1.0, -est, slot, 0.0)
 
-    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.get_running_loop().create_task(coro)
+    # ---- batches ------------------------------------------------------------------------
+    def _lane(self, tenant: str, limits: TenantLimits) -> _Lane:
+        lane = self._lanes.get(tenant)
+        if lane is None:
+            lane = self._lanes[tenant] = _Lane(limits)
+        elif lane.limits != limits:  # reloaded: the next batch carries the new limits
+            lane.limits = limits
+        return lane
+
+    def _kick(self, tenant: str, lane: _Lane) -> None:
+        """Send the lane's batch at the end of this event-loop turn, unless a call is in
+        flight (then it goes when that one returns)."""
+        if not lane.busy and not lane.scheduled:
+            lane.scheduled = True
+            asyncio.get_running_loop().call_soon(self._send, tenant, lane)
+
+    def _send(self, tenant: str, lane: _Lane) -> None:
+        lane.scheduled = False
+        if lane.busy or not lane.pending:
+            return
+        batch, lane.pending = lane.pending, _Batch()
+        if not self.link.available:  # went down while this batch waited: decide locally
+            for ask in batch.asks:
+                ask.answer.set_result(None)
+            return
+        lane.busy = True
+        task = asyncio.get_running_loop().create_task(self._run(tenant, lane, batch))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    async def _run(self, tenant: str, lane: _Lane, batch: _Batch) -> None:
+        limits = lane.limits
+        m = self.mirror(tenant, limits)
+        day = math.floor(time.time() / DAY_S)
+        args: list[str | float] = [*_gcra_args(m.requests), *_gcra_args(m.tokens)]
+        args += [limits.max_concurrency or 0]
+        args += [-1.0 if limits.daily_budget_usd is None else limits.daily_budget_usd]
+        args += [self.slot_ttl_s, batch.req_delta, batch.tok_delta, batch.cost, len(batch.free)]
+        args += batch.free
+        for ask in batch.asks:
+            args += [ask.est, ask.cost, ask.slot or "-"]
+        try:
+            try:
+                rnow, rtat, ttat, results = await self._batch(keys=_keys(tenant, day), args=args)
+            except Exception as e:
+                self.link.failed("acquire" if batch.asks else "settle", e)
+                return
+            self._sync(m, time.time() - float(rnow), rtat, ttat)
+            for ask, result in zip(batch.asks, results, strict=True):
+                ask.answer.set_result(result)
+        finally:
+            for ask in batch.asks:  # not answered (failed, cancelled): decide locally
+                if not ask.answer.done():
+                    ask.answer.set_result(None)
+            lane.busy = False
+            if lane.pending:
+                self._kick(tenant, lane)
 
     async def _beat_loop(self) -> None:
         """Refresh the expiry of every slot this process holds (crash safety net)."""
         while True:
             await asyncio.sleep(self.slot_ttl_s / 3)
             for tenant, slots in list(self._slots.items()):
-                if not slots:
+                if not slots or not self.link.available:
                     continue
                 try:
                     await self._heartbeat(
                         keys=[_keys(tenant, 0)[2]], args=[str(self.slot_ttl_s), *sorted(slots)]
                     )
                 except Exception as e:
-                    self._failed("heartbeat", e)
-
-    # ---- failure handling ---------------------------------------------------------------
-    def _failed(self, op: str, err: BaseException) -> None:
-        self.errors.labels(op).inc()
-        if time.monotonic() >= self._down_until:
-            log.warning(
-                "shared tenant limits: Redis at %s failed (%s: %s); failing open to this "
-                "process's own limits, retrying in %.0f s",
-                redact_url(self.url),
-                type(err).__name__,
-                err,
-                RETRY_AFTER_S,
-            )
-        self._down_until = time.monotonic() + RETRY_AFTER_S
-        self._is_up = False
-        self.up.set(0)
-
-    def _recovered(self) -> None:
-        if not self._is_up:
-            log.warning("shared tenant limits: Redis at %s answers again", redact_url(self.url))
-            self._is_up = True
-            self.up.set(1)
+                    self.link.failed("heartbeat", e)

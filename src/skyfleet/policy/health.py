@@ -4,6 +4,8 @@
 `base_ejection_s × 2^(n−1)` (n = ejections in a row, capped at `max_ejection_s`). When the
 ejection expires the endpoint is on probation: the next successful active probe brings it back.
 Probes that fail `unhealthy_after_probe_failures` times in a row take a healthy endpoint out too.
+An ejection another gateway replica made (shared fleet state) is adopted with
+`adopt_ejection`: the same expiry and probation, as if this process had made it.
 Time is passed in (monotonic seconds), so the simulator can drive it.
 """
 
@@ -56,6 +58,16 @@ class EndpointHealth:
         )
         self.ejected_until = now + ejection_s
         self.total_ejections += 1
+        self.consecutive_failures = 0
+        return True
+
+    def adopt_ejection(self, until: float, in_a_row: int, now: float) -> bool:
+        """Honour another replica's ejection until `until` (a later own one is kept); the
+        back-off continues from its count. True when this changed the endpoint's state."""
+        if until <= now or (self.ejected_until is not None and self.ejected_until >= until):
+            return False
+        self.ejected_until = until
+        self.ejections_in_a_row = max(self.ejections_in_a_row, in_a_row)
         self.consecutive_failures = 0
         return True
 

@@ -1,7 +1,9 @@
 """Pure retry budget: retries stay under `ratio` of requests in a sliding window.
 
 Like Envoy's retry budget and Linkerd's `retryRatio`, with a small floor (`min_retries` per
-window) so a quiet gateway can still retry, and a per-request cap of `max_attempts`.
+window) so a quiet gateway can still retry, and a per-request cap of `max_attempts`. With
+fleet state shared, `peers` holds the other replicas' (requests, retries) in their windows as
+they last published them, so the ratio and the floor hold for the fleet, not per process.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ class RetryBudget:
     min_retries: int
     window_s: float
     max_attempts: int
+    peers: tuple[int, int] = (0, 0)  # other replicas' (requests, retries) in their windows
     _buckets: dict[int, list[int]] = field(default_factory=dict)  # second → [requests, retries]
 
     def _bucket(self, now: float) -> list[int]:
@@ -34,12 +37,17 @@ class RetryBudget:
         """Count one new (first-attempt) request."""
         self._bucket(now)[0] += 1
 
-    def totals(self, now: float) -> tuple[int, int]:
-        """(requests, retries) inside the window ending at `now`."""
+    def own_totals(self, now: float) -> tuple[int, int]:
+        """This process's (requests, retries) inside the window ending at `now`."""
         self._bucket(now)
         requests = sum(bucket[0] for bucket in self._buckets.values())
         retries = sum(bucket[1] for bucket in self._buckets.values())
         return requests, retries
+
+    def totals(self, now: float) -> tuple[int, int]:
+        """(requests, retries) inside the window ending at `now`, the peers' included."""
+        reqs, rets = self.own_totals(now)
+        return reqs + self.peers[0], rets + self.peers[1]
 
     def try_retry(self, attempts_made: int, now: float) -> bool:
         """Whether attempt number `attempts_made + 1` may go out; counts it if so."""

@@ -18,9 +18,9 @@ from skyfleet.policy.types import TIER_ORDER, EndpointState, RequestFeatures, Ro
 
 
 def is_saturated(endpoint: EndpointState, routing: RoutingConfig, now: float | None = None) -> bool:
-    """In-flight at capacity × threshold, throttled (429), or fresh scraped queue/KV over
-    thresholds."""
-    if endpoint.in_flight >= endpoint.capacity * routing.saturation_threshold:
+    """Outstanding (this process's + other replicas') at capacity × threshold, throttled
+    (429), or fresh scraped queue/KV over thresholds."""
+    if endpoint.outstanding >= endpoint.capacity * routing.saturation_threshold:
         return True
     if endpoint.throttled_until is not None and (now is None or now < endpoint.throttled_until):
         return True  # it answered 429: treat as full until its Retry-After passes

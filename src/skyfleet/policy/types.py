@@ -1,7 +1,8 @@
 """Plain data shared by the pure policies (routing, admission) and their callers.
 
 The gateway keeps one `EndpointState` per endpoint and updates it in place (in-flight count,
-health, scraped engine signals); the simulator builds its own. Policies only read them.
+health, scraped engine signals, and the other replicas' in-flight count when fleet state is
+shared); the simulator builds its own. Policies only read them.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ class EndpointState:
     model: str = ""  # model name sent upstream
     region: str = ""
     in_flight: int = 0  # requests this gateway process has open on it
+    peer_in_flight: int = 0  # other gateway replicas' open requests, as last published
     healthy: bool = True  # False while ejected or failing probes
     num_waiting: float | None = None  # scraped vllm:num_requests_waiting
     kv_cache_usage: float | None = None  # scraped vllm:kv_cache_usage_perc (0..1)
@@ -42,9 +44,14 @@ class EndpointState:
     price_per_1m_output: float | None = None
 
     @property
+    def outstanding(self) -> int:
+        """Open requests on the endpoint: this process's and (shared state) the others'."""
+        return self.in_flight + self.peer_in_flight
+
+    @property
     def load(self) -> float:
         """Outstanding requests per unit of capacity."""
-        return self.in_flight / self.capacity
+        return self.outstanding / self.capacity
 
 
 @dataclass(slots=True, frozen=True)
