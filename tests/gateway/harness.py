@@ -79,10 +79,11 @@ def chunks(words: Sequence[str], prompt: int = 5) -> list[str]:
 class FakeUpstream:
     """A scripted OpenAI-compatible upstream; records every request body it received."""
 
-    def __init__(self, *script: Reply) -> None:
+    def __init__(self, *script: Reply, timeouts: dict[str, float] | None = None) -> None:
         self.script = list(script) or [Reply(body=completion())]
+        self.timeouts = timeouts  # the endpoint's `timeouts` in the fleet config
         self.received: list[dict[str, Any]] = []
-        app = web.Application()
+        app = web.Application(client_max_size=64 << 20)
         app.router.add_post("/v1/{path:.*}", self._answer)
         app.router.add_get("/health", _ok)
         app.router.add_get("/metrics", _ok)
@@ -137,6 +138,7 @@ def fleet_config(
             "capacity": 8,
             "tier": "primary" if i == 0 else "spillover",
             "price": {"per_1m_input_tokens": 1.0, "per_1m_output_tokens": 2.0},
+            **({"timeouts": u.timeouts} if u.timeouts else {}),
         }
         for i, u in enumerate(upstreams)
     ]

@@ -23,6 +23,13 @@ import aiohttp
 import orjson
 from aiohttp import web
 
+from skyfleet.gateway.answers import (
+    answer_problem,
+    client_error,
+    first_event,
+    json_object,
+    stream_problem,
+)
 from skyfleet.gateway.call import Answer, Call
 from skyfleet.gateway.errors import error_body
 from skyfleet.gateway.fleet import Fleet, LiveEndpoint
@@ -159,13 +166,17 @@ class PlainAttempts:
             out["stream_options"] = options
         return orjson.dumps(out)
 
-    def _post(self, call: Call, endpoint: LiveEndpoint) -> Any:
-        return self._session().post(
-            endpoint.cfg.url + API_PATHS[call.api],
-            data=self.upstream_body(call, endpoint),
-            headers=endpoint.headers,
-            timeout=endpoint.timeout,
-        )
+    async def _post(self, call: Call, endpoint: LiveEndpoint) -> aiohttp.ClientResponse:
+        """Send the request: its answer's status and headers within `connect_s + ttfb_s`, a
+        write the upstream stopped reading included (aiohttp's timeouts bound only reads)."""
+        t = endpoint.cfg.timeouts
+        async with asyncio.timeout(t.connect_s + t.ttfb_s):
+            return await self._session().post(
+                endpoint.cfg.url + API_PATHS[call.api],
+                data=self.upstream_body(call, endpoint),
+                headers=endpoint.headers,
+                timeout=endpoint.timeout,
+            )
 
     # ---- non-streaming ------------------------------------------------------------------
     async def json(self, call: Call, endpoint: LiveEndpoint) -> Answer:
@@ -175,7 +186,7 @@ class PlainAttempts:
         started = time.monotonic()
         try:
             try:
-                async with self._post(call, endpoint) as upstream:
+                async with await self._post(call, endpoint) as upstream:
                     data = await upstream.read()
                     status, headers = upstream.status, upstream.headers
             except TimeoutError:
@@ -190,28 +201,30 @@ class PlainAttempts:
             raise
         record = call.record
         outcome = Outcome.OK
+        content_type = headers.get("Content-Type", "application/json")
         if 200 <= status < 300:
-            usage = _json_usage(data)
-            if usage is None:
+            parsed = json_object(data)
+            problem = answer_problem(parsed)
+            if problem is not None or parsed is None:
                 garbage = AttemptFailed(
                     Outcome.UPSTREAM_GARBAGE,
-                    f"endpoint {endpoint.cfg.name} returned an invalid response "
-                    "(not a JSON object)",
+                    f"endpoint {endpoint.cfg.name} returned an invalid response ({problem})",
                 )
                 self.recorder.record(endpoint, garbage.outcome)
                 raise garbage
-            record.prompt_tokens, record.completion_tokens = usage
+            record.prompt_tokens, record.completion_tokens = _json_usage(parsed)
             self.recorder.latency(
                 endpoint, (time.monotonic() - started) / (record.completion_tokens + 1)
             )
         else:
             outcome = Outcome.UPSTREAM_CLIENT_ERROR
+            data, content_type = client_error(endpoint.cfg.name, status, data, content_type)
         self.recorder.record(endpoint, outcome)
         response = web.Response(
             status=status,
             body=data,
             headers={
-                "Content-Type": headers.get("Content-Type", "application/json"),
+                "Content-Type": content_type,
                 "x-skyfleet-endpoint": endpoint.cfg.name,
                 "x-skyfleet-attempts": str(record.attempts),
             },
@@ -246,20 +259,23 @@ class PlainAttempts:
                     self._raise_for_status(endpoint, upstream.status, data, upstream.headers)
                     self.recorder.record(endpoint, Outcome.UPSTREAM_CLIENT_ERROR)
                     content_type = upstream.headers.get("Content-Type", "text/plain")
+                    data, content_type = client_error(
+                        endpoint.cfg.name, upstream.status, data, content_type
+                    )
                     response = web.Response(
                         status=upstream.status, body=data, headers={"Content-Type": content_type}
                     )
                     return Answer(response, Outcome.UPSTREAM_CLIENT_ERROR, upstream.status)
-                first = await upstream.content.readany()
+                first = await first_event(upstream)
             except TimeoutError:
                 raise self._failed(endpoint, Outcome.UPSTREAM_TIMEOUT) from None
             except (aiohttp.ClientError, OSError) as e:
                 raise self._failed(endpoint, Outcome.UPSTREAM_CONNECT, e) from None
-            if not _looks_like_sse(upstream.headers.get("Content-Type", ""), first):
+            problem = stream_problem(upstream.headers.get("Content-Type", ""), first)
+            if problem is not None:
                 raise AttemptFailed(
                     Outcome.UPSTREAM_GARBAGE,
-                    f"endpoint {endpoint.cfg.name} returned an invalid stream "
-                    "(not server-sent events)",
+                    f"endpoint {endpoint.cfg.name} returned an invalid stream ({problem})",
                 )
             opened = True
             self.recorder.latency(endpoint, time.monotonic() - started)
@@ -389,17 +405,8 @@ class PlainAttempts:
                 Outcome.UPSTREAM_OVERLOADED if status == 503 else Outcome.UPSTREAM_5XX,
                 f"endpoint {endpoint.cfg.name} answered {status}",
                 status=status if status in (500, 502, 503, 504) else 502,
-                body=data if _json_object(data) is not None else None,
+                body=data if json_object(data) is not None else None,
             )
-
-
-def _looks_like_sse(content_type: str, first: bytes) -> bool:
-    head = first.lstrip()
-    return (
-        bool(first)
-        and "text/event-stream" in content_type
-        and head.startswith((b"data:", b":", b"event:", b"id:"))
-    )
 
 
 def retry_after_s(value: str | None) -> float:
@@ -415,19 +422,8 @@ def token_count(value: Any) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
 
 
-def _json_object(data: bytes) -> dict[str, Any] | None:
-    try:
-        parsed = orjson.loads(data)
-    except (ValueError, UnicodeDecodeError):
-        return None
-    return parsed if isinstance(parsed, dict) else None
-
-
-def _json_usage(data: bytes) -> tuple[int, int] | None:
-    """(prompt, completion) tokens of a JSON answer; None when it is not a JSON object."""
-    parsed = _json_object(data)
-    if parsed is None:
-        return None
+def _json_usage(parsed: dict[str, Any]) -> tuple[int, int]:
+    """(prompt, completion) tokens of a JSON answer (0, 0 without usage)."""
     usage = parsed.get("usage")
     if not isinstance(usage, dict):
         return 0, 0
