@@ -35,14 +35,23 @@ def _free_port(host: str) -> int:
 async def run_worker(config_path: str, host: str, port: int, reuse_port: bool) -> None:
     """Serve until SIGTERM/SIGINT; SIGHUP reloads the config; drain on the way out."""
     from skyfleet.gateway.app import build_gateway
+    from skyfleet.gateway.connections import (
+        ConnectionGuard,
+        GuardedRunner,
+        handler_limits,
+        raise_fd_limit,
+    )
 
     cfg = load_config(config_path)
     gw = build_gateway(cfg, config_path)
-    runner = web.AppRunner(
+    raise_fd_limit(cfg.server.max_connections)
+    runner = GuardedRunner(
         gw.build_app(),
+        ConnectionGuard(cfg.server, gw.metrics.registry),
         handler_cancellation=True,
         access_log=None,
         shutdown_timeout=cfg.server.drain_timeout_s,
+        **handler_limits(cfg.server),
     )
     await runner.setup()
     site = web.TCPSite(runner, host, port, reuse_port=reuse_port or None, backlog=4096)
