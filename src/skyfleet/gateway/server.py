@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import signal
 import socket
-import subprocess
 import sys
 
 from aiohttp import web
@@ -103,18 +101,11 @@ def serve(config_path: str, host: str | None, port: int | None, workers: int) ->
         host,
         str(port),
     ]
-    procs = [subprocess.Popen(cmd) for _ in range(workers)]
+    from skyfleet.gateway.workers import Workers
 
-    def forward(sig: int, _frame: object) -> None:
-        for p in procs:
-            with contextlib.suppress(ProcessLookupError):
-                p.send_signal(sig)
-
-    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-        signal.signal(sig, forward)
-    codes = [p.wait() for p in procs]
-    if any(codes):
-        sys.exit(max(codes))
+    code = Workers(cmd, workers).run()  # forwards signals, replaces a worker that exits
+    if code:
+        sys.exit(code)
 
 
 def main(argv: list[str] | None = None) -> None:
