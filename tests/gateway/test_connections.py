@@ -127,6 +127,7 @@ async def test_oversized_and_malformed_requests_get_openai_errors(tmp_path: Path
             (b"GET /" + b"a" * 3000 + b" HTTP/1.1\r\nHost: gw\r\n\r\n", 431),
             (b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03 not http\r\n\r\n", 400),
             (b"POST /v1/chat/completions HTTP/1.1\r\nContent-Length: x\r\n\r\n", 400),
+            (chat_request(extra="Content-Encoding: gzip\r\n"), 400),  # not gzip (the fuzzer)
         ]
         for raw, want in cases:
             r, w = await connect(port)

@@ -29,7 +29,7 @@ from typing import Any
 
 from aiohttp import web
 from aiohttp.http_exceptions import LineTooLong
-from aiohttp.web_protocol import RequestHandler
+from aiohttp.web_protocol import RequestHandler, RequestPayloadError
 from aiohttp.web_request import BaseRequest
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
@@ -218,6 +218,14 @@ class GuardedHandler(RequestHandler):
         response = error_response(status, text, code=code)
         response.force_close()
         return response
+
+    def log_exception(self, *args: Any, **kwargs: Any) -> None:
+        """aiohttp's own exception log, without a traceback for a body that could not be
+        decoded (aiohttp hits it again while discarding the rest: the client's fault)."""
+        if isinstance(kwargs.get("exc_info"), RequestPayloadError):
+            log.debug("discarded an unreadable request body")
+            return
+        super().log_exception(*args, **kwargs)
 
     def close_now(self) -> None:
         """Close the connection at once (evicted by the connection cap)."""

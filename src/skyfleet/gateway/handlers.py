@@ -91,6 +91,12 @@ async def read_body(request: web.Request, limit: int, timeout_s: float) -> bytes
         raise GatewayError(
             Outcome.SLOW_CLIENT, 408, f"request body not received within {timeout_s:g} s"
         ) from None
+    except web.RequestPayloadError:  # framing, or a Content-Encoding the bytes do not follow
+        encoding = request.headers.get("Content-Encoding", "")
+        how = f" (Content-Encoding: {encoding[:40]})" if encoding else ""
+        raise GatewayError(
+            Outcome.BAD_REQUEST, 400, f"the request body could not be read{how}"
+        ) from None
 
 
 def _too_large(limit: int) -> GatewayError:
