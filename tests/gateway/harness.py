@@ -2,9 +2,10 @@
 on aiohttp test servers in the test's own event loop (no subprocess).
 
 A `FakeUpstream` answers each POST with the next `Reply` of its script (the last one
-repeats): a JSON body, an error status, an SSE stream (optionally cut or stalled), or bytes
-that are not what was promised. The harness builds the gateway with `build_gateway`, so the
-request path under test is the production one.
+repeats): a JSON body, an error status, an SSE stream (optionally cut or stalled; or raw
+chunks, as the SSE fuzzer sends them), or bytes that are not what was promised. The
+harness builds the gateway with `build_gateway` and serves it with the production server's
+connection limits (`GuardedRunner`), so the request path under test is the production one.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from skyfleet.config import hash_key, parse_config
 from skyfleet.gateway.app import Gateway, build_gateway
+from skyfleet.gateway.connections import ConnectionGuard, GuardedRunner, handler_limits
 
 KEY = "sk-test-tenant"
 ADMIN = "sk-test-admin"
@@ -37,6 +39,8 @@ class Reply:
     cut: bool = False  # end the stream without `[DONE]`
     delay_s: float = 0.0  # before answering
     headers: dict[str, str] = field(default_factory=dict)
+    raw: Sequence[bytes] | None = None  # an SSE body written as these chunks, as they are
+    # with both `body` and `stream`: each request gets the one it asked for (`"stream": true`)
 
 
 def completion(text: str = "hi", prompt: int = 5, completion_tokens: int = 2) -> dict[str, Any]:
@@ -98,7 +102,17 @@ class FakeUpstream:
         reply = self.script[min(len(self.received) - 1, len(self.script) - 1)]
         if reply.delay_s:
             await asyncio.sleep(reply.delay_s)
-        if reply.stream is None:
+        if reply.raw is not None:
+            out = web.StreamResponse(
+                status=reply.status, headers={"Content-Type": "text/event-stream"}
+            )
+            await out.prepare(request)
+            for chunk in reply.raw:
+                await out.write(chunk)
+            await out.write_eof()
+            return out
+        asked_stream = self.received[-1].get("stream") is True
+        if reply.stream is None or (reply.body is not None and not asked_stream):
             body = reply.body if reply.body is not None else completion()
             data = body if isinstance(body, bytes) else json.dumps(body).encode()
             return web.Response(
@@ -158,6 +172,19 @@ def fleet_config(
     return cfg
 
 
+class GatewayTestServer(TestServer):
+    """A test server for the gateway app with the production server's connection limits."""
+
+    def __init__(self, gateway: Gateway) -> None:
+        super().__init__(gateway.build_app(), host="127.0.0.1")
+        self.gateway = gateway
+
+    async def _make_runner(self, **kwargs: Any) -> GuardedRunner:
+        server = self.gateway.fleet.cfg.server
+        guard = ConnectionGuard(server, self.gateway.metrics.registry)
+        return GuardedRunner(self.app, guard, **kwargs, **handler_limits(server))
+
+
 @asynccontextmanager
 async def serving(
     upstreams: Sequence[FakeUpstream], tmp: Path, **config: Any
@@ -166,7 +193,7 @@ async def serving(
     for upstream in upstreams:
         await upstream.server.start_server()
     gateway = build_gateway(parse_config(fleet_config(upstreams, tmp, **config)))
-    client = TestClient(TestServer(gateway.build_app(), host="127.0.0.1"))
+    client = TestClient(GatewayTestServer(gateway))
     await client.start_server()
     try:
         yield client, gateway
