@@ -83,9 +83,15 @@ def chunks(words: Sequence[str], prompt: int = 5) -> list[str]:
 class FakeUpstream:
     """A scripted OpenAI-compatible upstream; records every request body it received."""
 
-    def __init__(self, *script: Reply, timeouts: dict[str, float] | None = None) -> None:
+    def __init__(
+        self,
+        *script: Reply,
+        timeouts: dict[str, float] | None = None,
+        api_key: str | None = None,
+    ) -> None:
         self.script = list(script) or [Reply(body=completion())]
         self.timeouts = timeouts  # the endpoint's `timeouts` in the fleet config
+        self.api_key = api_key  # the endpoint's `api_key` (the provider secret)
         self.received: list[dict[str, Any]] = []
         app = web.Application(client_max_size=64 << 20)
         app.router.add_post("/v1/{path:.*}", self._answer)
@@ -153,6 +159,7 @@ def fleet_config(
             "tier": "primary" if i == 0 else "spillover",
             "price": {"per_1m_input_tokens": 1.0, "per_1m_output_tokens": 2.0},
             **({"timeouts": u.timeouts} if u.timeouts else {}),
+            **({"api_key": u.api_key} if u.api_key else {}),
         }
         for i, u in enumerate(upstreams)
     ]

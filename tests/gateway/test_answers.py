@@ -85,7 +85,7 @@ async def test_a_4xx_without_an_openai_body_reaches_the_client_in_openai_shape(
 
 def test_openai_shaped_4xx_bodies_pass_untouched() -> None:
     body = b'{"error": {"message": "bad temperature", "type": "invalid_request_error"}}'
-    assert client_error("e0", 400, body, "application/json") == (body, "application/json")
+    assert client_error("e0", 400, body, "application/json", None) == (body, "application/json")
 
 
 def test_answer_and_stream_checks() -> None:

@@ -2,9 +2,10 @@
 stream up to its first event).
 
 A 2xx body must be a JSON object that is not an error; a stream must be server-sent events
-whose first event is JSON and not an error; an upstream's 4xx reaches the client as an
-OpenAI error object. Answers that fail these are retried elsewhere like any upstream fault
-(`Outcome.UPSTREAM_GARBAGE`), because nothing has reached the client yet.
+whose first event is JSON and not an error; an upstream's error body reaches the client only
+as an OpenAI error object, with the endpoint's own key masked should it echo it. Answers that
+fail the first two are retried elsewhere like any upstream fault (`Outcome.UPSTREAM_GARBAGE`),
+because nothing has reached the client yet.
 """
 
 from __future__ import annotations
@@ -77,12 +78,25 @@ def answer_problem(parsed: dict[str, Any] | None) -> str | None:
     return None
 
 
-def client_error(endpoint: str, status: int, data: bytes, content_type: str) -> tuple[bytes, str]:
-    """An upstream's 4xx body and content type for the client: as sent when it is an OpenAI
-    error object, else an OpenAI error naming the endpoint and status."""
+def upstream_error_body(data: bytes, secret: str | None) -> bytes | None:
+    """An upstream's error body to pass on: as sent when it is an OpenAI error object (with
+    the endpoint's own API key, should it echo it, masked), else None."""
     parsed = json_object(data)
     error = parsed.get("error") if parsed is not None else None
-    if isinstance(error, dict) and isinstance(error.get("message"), str):
-        return data, content_type
+    if not (isinstance(error, dict) and isinstance(error.get("message"), str)):
+        return None
+    if secret and secret.encode() in data:
+        data = data.replace(secret.encode(), b"***")
+    return data
+
+
+def client_error(
+    endpoint: str, status: int, data: bytes, content_type: str, secret: str | None
+) -> tuple[bytes, str]:
+    """An upstream's 4xx body and content type for the client: its OpenAI error object
+    (`upstream_error_body`), else an OpenAI error naming the endpoint and status."""
+    body = upstream_error_body(data, secret)
+    if body is not None:
+        return body, content_type
     message = f"endpoint {endpoint} answered {status} without an OpenAI error body"
     return error_body(status, message, code="upstream_error"), "application/json"

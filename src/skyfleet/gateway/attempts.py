@@ -29,6 +29,7 @@ from skyfleet.gateway.answers import (
     first_event,
     json_object,
     stream_problem,
+    upstream_error_body,
 )
 from skyfleet.gateway.call import Answer, Call
 from skyfleet.gateway.errors import error_body
@@ -218,7 +219,9 @@ class PlainAttempts:
             )
         else:
             outcome = Outcome.UPSTREAM_CLIENT_ERROR
-            data, content_type = client_error(endpoint.cfg.name, status, data, content_type)
+            data, content_type = client_error(
+                endpoint.cfg.name, status, data, content_type, endpoint.secret
+            )
         self.recorder.record(endpoint, outcome)
         response = web.Response(
             status=status,
@@ -260,7 +263,7 @@ class PlainAttempts:
                     self.recorder.record(endpoint, Outcome.UPSTREAM_CLIENT_ERROR)
                     content_type = upstream.headers.get("Content-Type", "text/plain")
                     data, content_type = client_error(
-                        endpoint.cfg.name, upstream.status, data, content_type
+                        endpoint.cfg.name, upstream.status, data, content_type, endpoint.secret
                     )
                     response = web.Response(
                         status=upstream.status, body=data, headers={"Content-Type": content_type}
@@ -397,7 +400,7 @@ class PlainAttempts:
                 Outcome.UPSTREAM_429,
                 f"endpoint {endpoint.cfg.name} is rate limiting",
                 status=429,
-                body=data or None,
+                body=upstream_error_body(data, endpoint.secret),
                 headers=passed,
             )
         if status >= 500:
@@ -405,7 +408,7 @@ class PlainAttempts:
                 Outcome.UPSTREAM_OVERLOADED if status == 503 else Outcome.UPSTREAM_5XX,
                 f"endpoint {endpoint.cfg.name} answered {status}",
                 status=status if status in (500, 502, 503, 504) else 502,
-                body=data if json_object(data) is not None else None,
+                body=upstream_error_body(data, endpoint.secret),
             )
 
 
