@@ -6,6 +6,7 @@ x-request-id)."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 from hypothesis import HealthCheck, given, settings
@@ -14,7 +15,8 @@ from hypothesis import strategies as st
 from .harness import ADMIN, KEY, FakeUpstream, Reply, chunks, completion
 from .live import LiveGateway
 
-EXAMPLES = 300
+# SKYFLEET_FUZZ_EXAMPLES: the long form (benchmarks/bench_fuzz.py)
+EXAMPLES = int(os.environ.get("SKYFLEET_FUZZ_EXAMPLES", "300"))
 SCALARS = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text()
 JSON = st.recursive(
     SCALARS,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 from pathlib import Path
 
 from hypothesis import HealthCheck, given, settings
@@ -16,7 +17,8 @@ from hypothesis import strategies as st
 from .harness import KEY, FakeUpstream, Reply, chat
 from .live import LiveGateway
 
-EXAMPLES = 300
+# SKYFLEET_FUZZ_EXAMPLES: the long form (benchmarks/bench_fuzz.py)
+EXAMPLES = int(os.environ.get("SKYFLEET_FUZZ_EXAMPLES", "300"))
 
 
 def chunk_event(text: str) -> bytes:
