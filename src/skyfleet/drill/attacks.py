@@ -1,7 +1,9 @@
 """Rude clients: slowloris heads and bodies trickling in, and connections opened and left idle.
 
-Each attacker is one raw TCP connection to the gateway, held until the gateway closes it or
-the attack ends; the result says how many the gateway closed, after how long, with what.
+Each attacker is a raw TCP connection to the gateway, held until the gateway closes it or the
+attack ends; a slowloris attacker then opens another, all attack long (idle ones are opened
+once and held). The result says how many connections the gateway closed, after how long, with
+what status.
 """
 
 from __future__ import annotations
@@ -43,6 +45,11 @@ class Outcomes:
     closed: int = 0  # closed by the gateway before the attack ended
     statuses: Counter[str] = field(default_factory=Counter)  # first response status, or "none"
     close_after_s: list[float] = field(default_factory=list)  # connect → answer or close
+    held_s: list[float] = field(default_factory=list)  # connect → the attack's end (still open)
+
+    def longest_s(self) -> float:
+        """The longest any of these connections lasted (closed or still open at the end)."""
+        return max([*self.close_after_s, *self.held_s], default=0.0)
 
     def summary(self) -> dict[str, Any]:
         xs = self.close_after_s
@@ -53,6 +60,8 @@ class Outcomes:
             "statuses": dict(self.statuses),
             "ended_after_s_median": round(float(np.median(xs)), 2) if xs else None,
             "ended_after_s_max": round(max(xs), 2) if xs else None,
+            "open_at_the_end": len(self.held_s),
+            "longest_s": round(self.longest_s(), 2),
         }
 
 
@@ -96,7 +105,7 @@ async def _hold(
             out.close_after_s.append(ended)
             out.statuses[status] += 1
             return
-        out.statuses["open at the end"] += 1
+        out.held_s.append(time.monotonic() - started)
     except OSError:
         out.closed += 1
         out.close_after_s.append(time.monotonic() - started)
@@ -118,12 +127,18 @@ async def run_attack(
     body_head = head + auth + b"Content-Type: application/json\r\nContent-Length: 65536\r\n\r\n"
     tasks: list[asyncio.Task[None]] = []
 
+    async def again(kind: str, first: bytes, trickle: bytes) -> None:
+        while not stop.is_set():
+            await _hold(host, port, first, trickle, attack.interval_s, stop, results[kind])
+
     def spawn(kind: str, first: bytes, trickle: bytes | None) -> None:
-        tasks.append(
-            asyncio.create_task(
-                _hold(host, port, first, trickle, attack.interval_s, stop, results[kind])
-            )
+        out = results[kind]
+        hold = (
+            _hold(host, port, first, trickle, attack.interval_s, stop, out)
+            if trickle is None
+            else again(kind, first, trickle)
         )
+        tasks.append(asyncio.create_task(hold))
 
     for _ in range(attack.idle):
         spawn("idle", b"", None)

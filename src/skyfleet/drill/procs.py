@@ -128,9 +128,9 @@ class Processes:
         self.pids.add(emu.proc.pid)
         return emu
 
-    def rude(self, mode: str, **kwargs: object) -> RudeProcess:
+    def rude(self, mode: str, *, rude: bool = False) -> RudeProcess:
         """A rude upstream (polite until `rude(True)` unless `rude=True`)."""
-        r = start_rude(mode, **kwargs)  # type: ignore[arg-type]
+        r = start_rude(mode, rude=rude)
         self.rudes.append(r)
         self.pids.add(r.proc.pid)
         return r
@@ -156,9 +156,10 @@ class Processes:
         for gw in self.gateways:
             with contextlib.suppress(Exception):
                 gw.stop(20)
-        for p in [*self.emulators, *self.rudes]:
+        upstreams: list[EmulatorProcess | RudeProcess] = [*self.emulators, *self.rudes]
+        for p in upstreams:
             with contextlib.suppress(Exception):
-                p.stop()  # type: ignore[attr-defined]
+                p.stop()
         deadline = time.monotonic() + 5
         left = [pid for pid in self.pids if alive(pid)]
         while left and time.monotonic() < deadline:
