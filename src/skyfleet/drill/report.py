@@ -91,15 +91,7 @@ def _s(v: float | None) -> str:
 
 def ledger_ids(path: Path) -> list[str]:
     """Every request id in a SQLite usage ledger."""
-    if not path.exists():
-        return []
-    conn = sqlite3.connect(path)
-    try:
-        return [r[0] for r in conn.execute("SELECT request_id FROM usage")]
-    except sqlite3.OperationalError:
-        return []
-    finally:
-        conn.close()
+    return [r["request_id"] for r in ledger_rows(path)]
 
 
 def ledger_rows(path: Path) -> list[dict[str, Any]]:
@@ -110,6 +102,8 @@ def ledger_rows(path: Path) -> list[dict[str, Any]]:
     conn.row_factory = sqlite3.Row
     try:
         return [dict(r) for r in conn.execute("SELECT * FROM usage")]
+    except sqlite3.OperationalError:  # no table: nothing was written
+        return []
     finally:
         conn.close()
 

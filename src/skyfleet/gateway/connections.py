@@ -103,7 +103,8 @@ class ConnectionGuard:
         gauge.set_function(lambda: self.open)
 
     def admit(self, conn: GuardedHandler) -> bool:
-        """Count a new connection, closing the longest-idle one at the cap; False: refuse."""
+        """Count a new connection; at the cap close an idle one (one that never served a
+        request first, the oldest); False: every connection is busy, refuse it."""
         if self.open >= self.max_connections:
             victim = next(iter(self._fresh), None) or next(iter(self._idle), None)
             if victim is None:
@@ -111,7 +112,7 @@ class ConnectionGuard:
                 return False
             self.release(victim)
             self.closed.labels("evicted_idle").inc()
-            victim.close_now()
+            victim.force_close()
         self.open += 1
         self._fresh[conn] = None
         return True
@@ -226,10 +227,6 @@ class GuardedHandler(RequestHandler):
             log.debug("discarded an unreadable request body")
             return
         super().log_exception(*args, **kwargs)
-
-    def close_now(self) -> None:
-        """Close the connection at once (evicted by the connection cap)."""
-        self.force_close()
 
     def _head_timed_out(self) -> None:
         self._head_timer = None

@@ -12,6 +12,7 @@ import sys
 from aiohttp import web
 
 from skyfleet.config import load_config
+from skyfleet.gateway.workers import Workers
 
 log = logging.getLogger("skyfleet.gateway")
 
@@ -101,8 +102,6 @@ def serve(config_path: str, host: str | None, port: int | None, workers: int) ->
         host,
         str(port),
     ]
-    from skyfleet.gateway.workers import Workers
-
     code = Workers(cmd, workers).run()  # forwards signals, replaces a worker that exits
     if code:
         sys.exit(code)
