@@ -30,6 +30,7 @@ _PARTS = (
     "skyfleet.deploy.cli",
     "skyfleet.sim.cli",
     "skyfleet.demo.cli",
+    "skyfleet.drill.cli",
 )
 
 for _name in _PARTS:

@@ -86,6 +86,13 @@ class ServerConfig(_Strict):
         description="with redis_url: how often fleet state (health, load, retry budget) is "
         "exchanged; at most half of health.probe_interval_s is used",
     )
+    # client connection limits (gateway/connections.py), per worker process
+    max_connections: int = Field(default=4096, ge=1, description="open client connections")
+    header_timeout_s: float = Field(default=10.0, gt=0, description="head's first byte → its end")
+    body_timeout_s: float = Field(default=30.0, gt=0, description="end of headers → end of body")
+    keepalive_timeout_s: float = Field(default=75.0, gt=0, description="idle connection closed")
+    max_header_bytes: int = Field(default=8190, ge=256, description="request line / header line")
+    max_headers: int = Field(default=128, ge=8, description="header fields per request")
 
     @model_validator(mode="after")
     def _keys(self) -> ServerConfig:

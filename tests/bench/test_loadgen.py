@@ -133,12 +133,14 @@ async def test_raw_client_parses_chunked_bodies() -> None:
     from skyfleet.bench.fastclient import _Conn
 
     c = _Conn()
-    fut: asyncio.Future[tuple[int, bytes]] = asyncio.get_running_loop().create_future()
+    fut: asyncio.Future[tuple[int, bytes, dict[str, str]]]
+    fut = asyncio.get_running_loop().create_future()
     c.waiter = fut
-    c.data_received(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhel")
+    head = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nX-Request-Id: req-1\r\n\r\n"
+    c.data_received(head + b"5\r\nhel")
     assert not fut.done()
     c.data_received(b"lo\r\n6\r\n world\r\n0\r\n\r\n")
-    assert fut.result() == (200, b"hello world")
+    assert fut.result() == (200, b"hello world", {"x-request-id": "req-1"})
 
 
 async def test_cooldown_keeps_the_load_on_but_is_not_measured(echo: EchoServer) -> None:

@@ -96,6 +96,22 @@ def test_completions_and_models(emu: EmulatorProcess) -> None:
     assert ids == [MODEL]
 
 
+def test_embeddings_one_unit_vector_per_input(emu: EmulatorProcess) -> None:
+    c = client(emu)
+    r = c.embeddings.create(model=MODEL, input=["a cloud", "a fleet", "a cloud"], dimensions=8)
+    assert [d.index for d in r.data] == [0, 1, 2] and r.object == "list"
+    vectors = [d.embedding for d in r.data]
+    assert all(len(v) == 8 and abs(sum(x * x for x in v) - 1) < 1e-4 for v in vectors)
+    assert vectors[0] == vectors[2] != vectors[1]  # deterministic per text
+    assert r.usage.prompt_tokens == r.usage.total_tokens >= 3
+    one = c.embeddings.create(model=MODEL, input=[1, 2, 3])
+    assert len(one.data) == 1 and len(one.data[0].embedding) == 64
+    with pytest.raises(openai.BadRequestError, match="dimensions"):
+        c.embeddings.create(model=MODEL, input="x", dimensions=100_000)
+    with pytest.raises(openai.BadRequestError, match="input"):
+        c.embeddings.create(model=MODEL, input=[])
+
+
 def test_served_model_name_and_metrics(emu: EmulatorProcess) -> None:
     m = emu.metrics()
     for name in (

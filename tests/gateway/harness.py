@@ -2,9 +2,10 @@
 on aiohttp test servers in the test's own event loop (no subprocess).
 
 A `FakeUpstream` answers each POST with the next `Reply` of its script (the last one
-repeats): a JSON body, an error status, an SSE stream (optionally cut or stalled), or bytes
-that are not what was promised. The harness builds the gateway with `build_gateway`, so the
-request path under test is the production one.
+repeats): a JSON body, an error status, an SSE stream (optionally cut or stalled; or raw
+chunks, as the SSE fuzzer sends them), or bytes that are not what was promised. The
+harness builds the gateway with `build_gateway` and serves it with the production server's
+connection limits (`GuardedRunner`), so the request path under test is the production one.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from skyfleet.config import hash_key, parse_config
 from skyfleet.gateway.app import Gateway, build_gateway
+from skyfleet.gateway.connections import ConnectionGuard, GuardedRunner, handler_limits
 
 KEY = "sk-test-tenant"
 ADMIN = "sk-test-admin"
@@ -37,6 +39,8 @@ class Reply:
     cut: bool = False  # end the stream without `[DONE]`
     delay_s: float = 0.0  # before answering
     headers: dict[str, str] = field(default_factory=dict)
+    raw: Sequence[bytes] | None = None  # an SSE body written as these chunks, as they are
+    # with both `body` and `stream`: each request gets the one it asked for (`"stream": true`)
 
 
 def completion(text: str = "hi", prompt: int = 5, completion_tokens: int = 2) -> dict[str, Any]:
@@ -79,10 +83,17 @@ def chunks(words: Sequence[str], prompt: int = 5) -> list[str]:
 class FakeUpstream:
     """A scripted OpenAI-compatible upstream; records every request body it received."""
 
-    def __init__(self, *script: Reply) -> None:
+    def __init__(
+        self,
+        *script: Reply,
+        timeouts: dict[str, float] | None = None,
+        api_key: str | None = None,
+    ) -> None:
         self.script = list(script) or [Reply(body=completion())]
+        self.timeouts = timeouts  # the endpoint's `timeouts` in the fleet config
+        self.api_key = api_key  # the endpoint's `api_key` (the provider secret)
         self.received: list[dict[str, Any]] = []
-        app = web.Application()
+        app = web.Application(client_max_size=64 << 20)
         app.router.add_post("/v1/{path:.*}", self._answer)
         app.router.add_get("/health", _ok)
         app.router.add_get("/metrics", _ok)
@@ -97,7 +108,17 @@ class FakeUpstream:
         reply = self.script[min(len(self.received) - 1, len(self.script) - 1)]
         if reply.delay_s:
             await asyncio.sleep(reply.delay_s)
-        if reply.stream is None:
+        if reply.raw is not None:
+            out = web.StreamResponse(
+                status=reply.status, headers={"Content-Type": "text/event-stream"}
+            )
+            await out.prepare(request)
+            for chunk in reply.raw:
+                await out.write(chunk)
+            await out.write_eof()
+            return out
+        asked_stream = self.received[-1].get("stream") is True
+        if reply.stream is None or (reply.body is not None and not asked_stream):
             body = reply.body if reply.body is not None else completion()
             data = body if isinstance(body, bytes) else json.dumps(body).encode()
             return web.Response(
@@ -137,6 +158,8 @@ def fleet_config(
             "capacity": 8,
             "tier": "primary" if i == 0 else "spillover",
             "price": {"per_1m_input_tokens": 1.0, "per_1m_output_tokens": 2.0},
+            **({"timeouts": u.timeouts} if u.timeouts else {}),
+            **({"api_key": u.api_key} if u.api_key else {}),
         }
         for i, u in enumerate(upstreams)
     ]
@@ -156,6 +179,19 @@ def fleet_config(
     return cfg
 
 
+class GatewayTestServer(TestServer):
+    """A test server for the gateway app with the production server's connection limits."""
+
+    def __init__(self, gateway: Gateway) -> None:
+        super().__init__(gateway.build_app(), host="127.0.0.1")
+        self.gateway = gateway
+
+    async def _make_runner(self, **kwargs: Any) -> GuardedRunner:
+        server = self.gateway.fleet.cfg.server
+        guard = ConnectionGuard(server, self.gateway.metrics.registry)
+        return GuardedRunner(self.app, guard, **kwargs, **handler_limits(server))
+
+
 @asynccontextmanager
 async def serving(
     upstreams: Sequence[FakeUpstream], tmp: Path, **config: Any
@@ -164,7 +200,7 @@ async def serving(
     for upstream in upstreams:
         await upstream.server.start_server()
     gateway = build_gateway(parse_config(fleet_config(upstreams, tmp, **config)))
-    client = TestClient(TestServer(gateway.build_app(), host="127.0.0.1"))
+    client = TestClient(GatewayTestServer(gateway))
     await client.start_server()
     try:
         yield client, gateway

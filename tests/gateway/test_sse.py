@@ -38,3 +38,12 @@ def test_crlf_events_and_usage_null_chunks() -> None:
     out = r.feed(ev)
     assert json.loads(out[6:]) == {"choices": [{"delta": {"content": "x"}}], "usage": None}
     assert r.usage is None and r.events == 1
+
+
+def test_done_is_the_line_not_the_text_inside_an_event() -> None:
+    """A model that writes 'data: [DONE]' does not end its stream (found by the SSE fuzzer)."""
+    r = SSERelay(strip_usage=True)
+    said = b'data: {"choices":[{"index":0,"delta":{"content":"then data: [DONE]\\n"}}]}\n\n'
+    assert r.feed(said + CHUNK) == said + CHUNK and not r.done
+    assert r.feed(b"\x00" + DONE) == b"\x00" + DONE and not r.done  # not a data line
+    assert r.feed(b"data:[DONE]\n\n") == b"data:[DONE]\n\n" and r.done

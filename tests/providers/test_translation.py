@@ -578,8 +578,9 @@ def test_secrets_stay_out_of_repr() -> None:
 
 # -- streams: provider framing in any chunking → OpenAI chunks ---------------------------------
 
+UTF8 = st.characters(codec="utf-8", exclude_categories=("Cs",))  # what JSON on the wire holds
 TEXT = st.lists(
-    st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), min_size=1, max_size=8),
+    st.text(UTF8, min_size=1, max_size=8),
     min_size=1,
     max_size=12,
 )
@@ -603,7 +604,7 @@ def _text_of(raw: bytes) -> str:
 @given(
     pieces=TEXT,
     cuts=st.lists(st.integers(0, 10_000), max_size=20),
-    args=st.dictionaries(st.text(max_size=5), st.integers(-(2**53), 2**53), max_size=3),
+    args=st.dictionaries(st.text(UTF8, max_size=5), st.integers(-(2**53), 2**53), max_size=3),
 )
 def test_bedrock_stream_any_chunking(
     pieces: list[str], cuts: list[int], args: dict[str, int]
@@ -673,7 +674,7 @@ def test_vertex_stream_any_chunking(pieces: list[str], cuts: list[int], crlf: bo
 @given(
     pieces=TEXT,
     cuts=st.lists(st.integers(0, 10_000), max_size=20),
-    args=st.dictionaries(st.text(max_size=5), st.integers(-(2**53), 2**53), max_size=3),
+    args=st.dictionaries(st.text(UTF8, max_size=5), st.integers(-(2**53), 2**53), max_size=3),
 )
 def test_openai_to_anthropic_to_openai_stream_round_trip(
     pieces: list[str], cuts: list[int], args: dict[str, int]
@@ -741,14 +742,17 @@ def test_stream_errors_and_broken_framing() -> None:
 # -- round trips through the inbound Messages translation ----------------------------------------
 
 MSG = st.fixed_dictionaries(
-    {"role": st.sampled_from(["user", "assistant"]), "content": st.text(min_size=1, max_size=20)}
+    {
+        "role": st.sampled_from(["user", "assistant"]),
+        "content": st.text(UTF8, min_size=1, max_size=20),
+    }
 )
 
 
 @settings(max_examples=60, deadline=None)
 @given(
     msgs=st.lists(MSG, min_size=1, max_size=6),
-    system=st.text(min_size=1, max_size=20),
+    system=st.text(UTF8, min_size=1, max_size=20),
     mt=st.integers(1, 1000),
 )
 def test_chat_to_anthropic_and_back(msgs: list[dict[str, str]], system: str, mt: int) -> None:

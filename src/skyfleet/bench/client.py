@@ -72,6 +72,7 @@ async def send(
     try:
         async with session.post(url, data=body, headers=headers, timeout=timeout) as resp:
             res.status = resp.status
+            res.note_headers(resp.headers)
             if resp.status != 200:
                 text = (await resp.read())[:2000].decode("utf-8", "replace")
                 res.error, res.detail = f"http_{resp.status}", text
@@ -151,8 +152,9 @@ async def send_fast(
     start = now()
     res.sent = start - t0
     try:
-        status, data = await fast.post(path, headers, body, timeout_s)
+        status, data, kept = await fast.post(path, headers, body, timeout_s)
         res.status = status
+        res.note_headers(kept)
         if status != 200:
             res.error, res.detail = f"http_{status}", data[:2000].decode("utf-8", "replace")
             return res
@@ -160,6 +162,9 @@ async def send_fast(
         _usage(res, obj)
         if not res.usage_reported:
             res.output_tokens = max(1, len(_content(obj)) // CHARS_PER_TOKEN)
+        if isinstance(obj, dict) and obj.get("error"):
+            res.error, res.detail = "server_error", str(obj["error"])[:2000]
+            return res
         res.e2e = now() - start
     except asyncio.CancelledError:
         raise

@@ -12,6 +12,8 @@ from collections import deque
 from collections.abc import Mapping
 from urllib.parse import urlsplit
 
+KEPT_HEADERS = frozenset({"x-request-id", "x-skyfleet-endpoint", "x-skyfleet-attempts"})
+
 
 class HttpError(Exception):
     """The connection broke or the response could not be parsed."""
@@ -21,7 +23,7 @@ class _Conn(asyncio.Protocol):
     def __init__(self) -> None:
         self.tr: asyncio.Transport | None = None
         self.buf = bytearray()
-        self.waiter: asyncio.Future[tuple[int, bytes]] | None = None
+        self.waiter: asyncio.Future[tuple[int, bytes, dict[str, str]]] | None = None
         self.closed = False
         self.keep = True
 
@@ -44,7 +46,7 @@ class _Conn(asyncio.Protocol):
             if done is not None:
                 self.waiter.set_result(done)
 
-    def _parse(self) -> tuple[int, bytes] | None:
+    def _parse(self) -> tuple[int, bytes, dict[str, str]] | None:
         end = self.buf.find(b"\r\n\r\n")
         if end < 0:
             return None
@@ -52,10 +54,13 @@ class _Conn(asyncio.Protocol):
         status = int(head[0].split(" ", 2)[1])
         length = -1
         chunked = False
+        kept: dict[str, str] = {}
         for h in head[1:]:
             k, _, v = h.partition(":")
             k = k.strip().lower()
-            if k == "content-length":
+            if k in KEPT_HEADERS:
+                kept[k] = v.strip()
+            elif k == "content-length":
                 length = int(v)
             elif k == "transfer-encoding" and "chunked" in v.lower():
                 chunked = True
@@ -74,7 +79,7 @@ class _Conn(asyncio.Protocol):
                     if len(self.buf) < nl + 4:
                         return None
                     del self.buf[: nl + 4]
-                    return status, bytes(body)
+                    return status, bytes(body), kept
                 if len(self.buf) < nl + 2 + size + 2:
                     return None
                 body += self.buf[nl + 2 : nl + 2 + size]
@@ -86,7 +91,7 @@ class _Conn(asyncio.Protocol):
             return None
         body_b = bytes(self.buf[start : start + length])
         del self.buf[: start + length]
-        return status, body_b
+        return status, body_b, kept
 
 
 class FastHttp:
@@ -112,14 +117,16 @@ class FastHttp:
 
     async def post(
         self, path: str, headers: Mapping[str, str], body: bytes, timeout: float
-    ) -> tuple[int, bytes]:
-        """Send one POST and return (status, body); raises HttpError or TimeoutError."""
+    ) -> tuple[int, bytes, dict[str, str]]:
+        """Send one POST: (status, body, the `KEPT_HEADERS` it had); raises HttpError or
+        TimeoutError."""
         c = await self._conn()
         lines = [b"POST %s HTTP/1.1\r\nHost: %s\r\nContent-Length: %d" % (
             path.encode(), self.hosthdr, len(body))]  # fmt: skip
         lines += [f"{k}: {v}".encode() for k, v in headers.items()]
         payload = b"\r\n".join(lines) + b"\r\n\r\n" + body
-        fut: asyncio.Future[tuple[int, bytes]] = asyncio.get_running_loop().create_future()
+        fut: asyncio.Future[tuple[int, bytes, dict[str, str]]]
+        fut = asyncio.get_running_loop().create_future()
         c.waiter = fut
         assert c.tr is not None
         c.tr.write(payload)

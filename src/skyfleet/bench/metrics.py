@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 import re
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
@@ -44,6 +44,16 @@ class RequestResult:
     warmup: bool = False
     cooldown: bool = False
     usage_reported: bool = False
+    request_id: str | None = None  # a skyfleet gateway's x-request-id
+    served_by: str | None = None  # its x-skyfleet-endpoint
+    attempts: int = 0  # its x-skyfleet-attempts
+
+    def note_headers(self, headers: Mapping[str, str]) -> None:
+        """Keep what a skyfleet gateway says about the request (absent elsewhere)."""
+        self.request_id = headers.get("x-request-id")
+        self.served_by = headers.get("x-skyfleet-endpoint")
+        attempts = headers.get("x-skyfleet-attempts", "")
+        self.attempts = int(attempts) if attempts.isdigit() else 0
 
     @property
     def measured(self) -> bool:

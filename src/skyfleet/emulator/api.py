@@ -170,6 +170,60 @@ def parse_generation(body: dict[str, Any], chat: bool) -> GenRequest:
     )
 
 
+@dataclass(frozen=True)
+class EmbedRequest:
+    """A validated embeddings request."""
+
+    model: str
+    inputs: list[str]  # one text (or token list, joined) per vector
+    prompt_tokens: int
+    dimensions: int
+    base64: bool  # encoding_format "base64": float32 little-endian, base64 (the SDK's default)
+
+
+MAX_DIMENSIONS = 4096
+
+
+def _token_list(v: Any) -> bool:
+    return (
+        isinstance(v, list)
+        and bool(v)
+        and all(isinstance(t, int) and not isinstance(t, bool) for t in v)
+    )
+
+
+def parse_embeddings(body: dict[str, Any], default_dimensions: int = 64) -> EmbedRequest:
+    """Validate an embeddings body: `input` a string, strings, token ids or lists of them."""
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        raise ApiError(400, "'model' is required and must be a string", "model", "invalid_type")
+    x: Any = body.get("input")
+    if isinstance(x, str):
+        inputs = [x]
+    elif _token_list(x):
+        inputs = [" ".join(str(t) for t in x)]
+    elif isinstance(x, list) and x and all(isinstance(v, str) for v in x):
+        inputs = list(x)
+    elif isinstance(x, list) and x and all(_token_list(v) for v in x):
+        inputs = [" ".join(map(str, v)) for v in x]
+    else:
+        raise _bad("input", "a string, a list of strings, or token ids (a list or lists)")
+    dims = _opt(body, "dimensions", (int,), "an integer")
+    if dims is not None and not 1 <= dims <= MAX_DIMENSIONS:
+        raise ApiError(
+            400,
+            f"'dimensions' must be between 1 and {MAX_DIMENSIONS}",
+            "dimensions",
+            "invalid_value",
+        )
+    fmt = body.get("encoding_format")
+    if fmt is not None and fmt not in ("float", "base64"):
+        raise _bad("encoding_format", "'float' or 'base64'")
+    _opt(body, "user", (str,), "a string")
+    tokens = sum(max(1, text_tokens(t)) for t in inputs)
+    return EmbedRequest(model, inputs, tokens, dims or default_dimensions, fmt == "base64")
+
+
 def context_error(limit: int, prompt: int, max_tokens: int | None, chat: bool) -> ApiError:
     """vLLM-style 400 for a prompt (+ max_tokens) beyond the context window."""
     where = "messages" if chat else "prompt"

@@ -15,13 +15,17 @@ release, loop lag included.
 from __future__ import annotations
 
 import asyncio
+import base64
+import math
 import random
+import struct
 import time
+import zlib
 from time import perf_counter as clock
 
 from aiohttp import web
 
-from skyfleet.emulator.api import ApiError, parse_json
+from skyfleet.emulator.api import ApiError, parse_embeddings, parse_json
 from skyfleet.emulator.engine import Engine, Sequence
 from skyfleet.emulator.faults import Fault, FaultSet, parse_fault
 from skyfleet.emulator.fronts.base import Front, Renderer
@@ -101,6 +105,11 @@ class EmulatorServer:
             [
                 *self.front.routes(self._generate),
                 *self.front.extra_routes(),
+                *(
+                    [web.post("/v1/embeddings", self._embeddings)]
+                    if self.front.api == "openai"
+                    else []
+                ),
                 web.get("/v1/models", self._models),
                 web.get("/health", self._health),
                 web.get("/metrics", self._metrics),
@@ -368,6 +377,35 @@ class EmulatorServer:
         await resp.write_eof()
         return resp
 
+    def _embedding_routes(self) -> list[web.RouteDef]:
+        """/v1/embeddings on the OpenAI-compatible front (vLLM serves it too)."""
+        return [web.post("/v1/embeddings", self._embeddings)] if self.front.api == "openai" else []
+
+    async def _embeddings(self, request: web.Request) -> web.StreamResponse:
+        """Deterministic unit vectors (one per input), answered at once: the API's shape for
+        clients and gateways, not an embedding model's timing."""
+        gated = await self._gate(request)
+        if gated is not None:
+            return gated
+        try:
+            req = parse_embeddings(parse_json(await request.read()))
+            if req.model != self.model_name:
+                raise ApiError(
+                    404, f"The model `{req.model}` does not exist.", "model", "model_not_found"
+                )
+        except ApiError as e:
+            return self._error(e)
+        self.metrics.prompt_tokens += req.prompt_tokens
+        dims, b64 = req.dimensions, req.base64
+        data = [
+            {"object": "embedding", "index": i, "embedding": _vector(text, dims, b64)}
+            for i, text in enumerate(req.inputs)
+        ]
+        tokens = {"prompt_tokens": req.prompt_tokens, "total_tokens": req.prompt_tokens}
+        return web.json_response(
+            {"object": "list", "data": data, "model": self.model_name, "usage": tokens}
+        )
+
     async def _models(self, request: web.Request) -> web.StreamResponse:
         gated = await self._gate(request, health=True)
         if gated is not None:
@@ -434,6 +472,15 @@ class EmulatorServer:
         if not self.faults.remove(fid):
             return self._error(ApiError(404, f"no fault with id {fid}", "id", "not_found"))
         return web.json_response({"now_s": self.now(), "removed": fid})
+
+
+def _vector(text: str, dimensions: int, b64: bool) -> list[float] | str:
+    """A unit vector drawn from the text's hash (float32 little-endian in base64 if `b64`)."""
+    rng = random.Random(zlib.crc32(text.encode("utf-8", "surrogatepass")))
+    xs = [rng.gauss(0.0, 1.0) for _ in range(dimensions)]
+    norm = math.sqrt(sum(x * x for x in xs)) or 1.0
+    unit = [round(x / norm, 6) for x in xs]
+    return base64.b64encode(struct.pack(f"<{dimensions}f", *unit)).decode() if b64 else unit
 
 
 def _abort(request: web.Request) -> None:

@@ -24,6 +24,14 @@ import orjson
 import yarl
 from aiohttp import web
 
+from skyfleet.gateway.answers import (
+    answer_problem,
+    client_error,
+    first_event,
+    json_object,
+    stream_problem,
+    upstream_error_body,
+)
 from skyfleet.gateway.call import Answer, Call
 from skyfleet.gateway.errors import error_body
 from skyfleet.gateway.fleet import Fleet, LiveEndpoint
@@ -192,17 +200,15 @@ class PlainAttempts:
             out["stream_options"] = options
         return orjson.dumps(out)
 
-    def _post(self, call: Call, endpoint: LiveEndpoint) -> Any:
-        """The upstream request; AttemptFailed(UNSUPPORTED) when the provider cannot take it
-        (before anything is sent: the proxy tries another endpoint)."""
+    def _request(
+        self, call: Call, endpoint: LiveEndpoint
+    ) -> tuple[str | yarl.URL, bytes, dict[str, str]]:
+        """(url, body, headers) of the upstream request; AttemptFailed(UNSUPPORTED) when the
+        provider cannot take it (nothing is sent: the proxy tries another endpoint)."""
         adapter = endpoint.adapter
         if adapter.passthrough:
-            return self._session().post(
-                endpoint.cfg.url + API_PATHS[call.api],
-                data=self.upstream_body(call, endpoint),
-                headers=endpoint.headers,
-                timeout=endpoint.timeout,
-            )
+            url = endpoint.cfg.url + API_PATHS[call.api]
+            return url, self.upstream_body(call, endpoint), endpoint.headers
         problem = adapter.check(call.api, call.request) if adapter.supports(call.api) else None
         if not adapter.supports(call.api):
             problem = (f"the {call.api} API is not served by {adapter.kind} endpoints", "model")
@@ -214,23 +220,30 @@ class PlainAttempts:
             )
         except RequestRejected as e:
             raise AttemptFailed(Outcome.UNSUPPORTED, e.message, status=400, param=e.param) from None
-        return self._session().post(
-            yarl.URL(built.url, encoded=True),
-            data=built.body,
-            headers=built.headers,
-            timeout=endpoint.timeout,
-        )
+        return yarl.URL(built.url, encoded=True), built.body, built.headers
+
+    async def _send(
+        self, endpoint: LiveEndpoint, request: tuple[str | yarl.URL, bytes, dict[str, str]]
+    ) -> aiohttp.ClientResponse:
+        """POST it: the answer's status and headers within `connect_s + ttfb_s`, a write the
+        upstream stopped reading included (aiohttp's timeouts bound only reads)."""
+        url, body, headers = request
+        limits = endpoint.cfg.timeouts
+        async with asyncio.timeout(limits.connect_s + limits.ttfb_s):
+            return await self._session().post(
+                url, data=body, headers=headers, timeout=endpoint.timeout
+            )
 
     # ---- non-streaming ------------------------------------------------------------------
     async def json(self, call: Call, endpoint: LiveEndpoint) -> Answer:
         """Send, read the whole answer, pass it on (a 4xx is the client's and passes too)."""
-        post = self._post(call, endpoint)
+        request = self._request(call, endpoint)
         state = endpoint.state
         state.in_flight += 1
         started = time.monotonic()
         try:
             try:
-                async with post as upstream:
+                async with await self._send(endpoint, request) as upstream:
                     data = await upstream.read()
                     status, headers = upstream.status, upstream.headers
             except TimeoutError:
@@ -239,7 +252,7 @@ class PlainAttempts:
                 raise self._failed(endpoint, Outcome.UPSTREAM_CONNECT, e) from None
             finally:
                 state.in_flight -= 1
-            body, usage, outcome = self._answer(call, endpoint, status, headers, data)
+            body, usage, outcome, content_type = self._answer(call, endpoint, status, headers, data)
         except AttemptFailed as failed:
             self.recorder.record(endpoint, failed.outcome)
             raise
@@ -250,9 +263,6 @@ class PlainAttempts:
                 endpoint, (time.monotonic() - started) / (record.completion_tokens + 1)
             )
         self.recorder.record(endpoint, outcome)
-        content_type = "application/json"
-        if endpoint.adapter.passthrough:
-            content_type = headers.get("Content-Type", content_type)
         response = web.Response(
             status=status,
             body=body,
@@ -271,22 +281,26 @@ class PlainAttempts:
         status: int,
         headers: Mapping[str, str],
         data: bytes,
-    ) -> tuple[bytes, tuple[int, int, int], Outcome]:
-        """(client body, usage, outcome) of a whole answer; raises AttemptFailed for what
-        another endpoint may do better."""
+    ) -> tuple[bytes, tuple[int, int, int], Outcome, str]:
+        """(client body, usage, outcome, content type) of a whole answer; raises
+        AttemptFailed for what another endpoint may do better."""
         adapter = endpoint.adapter
         if adapter.passthrough:
             self._raise_for_status(endpoint, status, data, headers)
+            content_type = headers.get("Content-Type", "application/json")
             if not 200 <= status < 300:
-                return data, (0, 0, 0), Outcome.UPSTREAM_CLIENT_ERROR
-            usage = _json_usage(data)
-            if usage is None:
+                body, content_type = client_error(
+                    endpoint.cfg.name, status, data, content_type, endpoint.secret
+                )
+                return body, (0, 0, 0), Outcome.UPSTREAM_CLIENT_ERROR, content_type
+            parsed = json_object(data)
+            problem = answer_problem(parsed)
+            if parsed is None or problem is not None:
                 raise AttemptFailed(
                     Outcome.UPSTREAM_GARBAGE,
-                    f"endpoint {endpoint.cfg.name} returned an invalid response "
-                    "(not a JSON object)",
+                    f"endpoint {endpoint.cfg.name} returned an invalid response ({problem})",
                 )
-            return data, usage, Outcome.OK
+            return data, _json_usage(parsed), Outcome.OK, content_type
         if not 200 <= status < 300:
             raise self._provider_failure(endpoint, adapter.error(status, headers, data))
         try:
@@ -296,7 +310,7 @@ class PlainAttempts:
         except ResponseGarbage as garbage:
             raise self._provider_failure(endpoint, garbage.error) from None
         counts = (0, 0, 0) if reported is None else _counts(reported)
-        return body, counts, Outcome.OK
+        return body, counts, Outcome.OK, "application/json"
 
     # ---- streaming ----------------------------------------------------------------------
     async def stream(self, request: web.Request, call: Call, endpoint: LiveEndpoint) -> Answer:
@@ -313,7 +327,7 @@ class PlainAttempts:
         comes back as the answer to pass on. On success the endpoint's in-flight count stays
         raised until `commit_stream` (or `discard`) ends it.
         """
-        post = self._post(call, endpoint)
+        request = self._request(call, endpoint)
         adapter = endpoint.adapter
         state = endpoint.state
         state.in_flight += 1
@@ -322,7 +336,7 @@ class PlainAttempts:
         opened = False
         try:
             try:
-                upstream = await post
+                upstream = await self._send(endpoint, request)
                 if upstream.status != 200:
                     data = await upstream.read()
                     if not adapter.passthrough:
@@ -331,28 +345,34 @@ class PlainAttempts:
                     self._raise_for_status(endpoint, upstream.status, data, upstream.headers)
                     self.recorder.record(endpoint, Outcome.UPSTREAM_CLIENT_ERROR)
                     content_type = upstream.headers.get("Content-Type", "text/plain")
+                    data, content_type = client_error(
+                        endpoint.cfg.name, upstream.status, data, content_type, endpoint.secret
+                    )
                     response = web.Response(
                         status=upstream.status, body=data, headers={"Content-Type": content_type}
                     )
                     return Answer(response, Outcome.UPSTREAM_CLIENT_ERROR, upstream.status)
-                first = await upstream.content.readany()
+                if adapter.passthrough:  # the first whole event, to judge it
+                    first = await first_event(upstream)
+                else:  # the provider's own framing (SSE or AWS event-stream)
+                    first = await upstream.content.readany()
             except TimeoutError:
                 raise self._failed(endpoint, Outcome.UPSTREAM_TIMEOUT) from None
             except (aiohttp.ClientError, OSError) as e:
                 raise self._failed(endpoint, Outcome.UPSTREAM_CONNECT, e) from None
             if adapter.passthrough:
                 relay: Relay = SSERelay(strip_usage=not call.client_usage)
-                valid = _looks_like_sse(upstream.headers.get("Content-Type", ""), first)
+                problem = stream_problem(upstream.headers.get("Content-Type", ""), first)
             else:
                 relay = adapter.stream(
                     call.api, model=call.features.model, include_usage=call.client_usage
                 )
-                valid = bool(first) and adapter.stream_start_ok(upstream.headers, first)
-            if not valid:
+                framed = bool(first) and adapter.stream_start_ok(upstream.headers, first)
+                problem = None if framed else "not the provider's stream framing"
+            if problem is not None:
                 raise AttemptFailed(
                     Outcome.UPSTREAM_GARBAGE,
-                    f"endpoint {endpoint.cfg.name} returned an invalid stream "
-                    "(not the provider's stream framing)",
+                    f"endpoint {endpoint.cfg.name} returned an invalid stream ({problem})",
                 )
             opened = True
             self.recorder.latency(endpoint, time.monotonic() - started)
@@ -506,7 +526,7 @@ class PlainAttempts:
                 Outcome.UPSTREAM_429,
                 f"endpoint {endpoint.cfg.name} is rate limiting",
                 status=429,
-                body=data or None,
+                body=upstream_error_body(data, endpoint.secret),
                 headers=passed,
             )
         if status >= 500:
@@ -514,17 +534,8 @@ class PlainAttempts:
                 Outcome.UPSTREAM_UNAVAILABLE if status == 503 else Outcome.UPSTREAM_5XX,
                 f"endpoint {endpoint.cfg.name} answered {status}",
                 status=status if status in (500, 502, 503, 504) else 502,
-                body=data if _json_object(data) is not None else None,
+                body=upstream_error_body(data, endpoint.secret),
             )
-
-
-def _looks_like_sse(content_type: str, first: bytes) -> bool:
-    head = first.lstrip()
-    return (
-        bool(first)
-        and "text/event-stream" in content_type
-        and head.startswith((b"data:", b":", b"event:", b"id:"))
-    )
 
 
 def retry_after_s(value: str | None) -> float:
@@ -540,19 +551,8 @@ def token_count(value: Any) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
 
 
-def _json_object(data: bytes) -> dict[str, Any] | None:
-    try:
-        parsed = orjson.loads(data)
-    except (ValueError, UnicodeDecodeError):
-        return None
-    return parsed if isinstance(parsed, dict) else None
-
-
-def _json_usage(data: bytes) -> tuple[int, int, int] | None:
-    """(prompt, completion, cached) tokens of a JSON answer; None when not a JSON object."""
-    parsed = _json_object(data)
-    if parsed is None:
-        return None
+def _json_usage(parsed: dict[str, Any]) -> tuple[int, int, int]:
+    """(prompt, completion, cached) tokens of a JSON answer (zeros without usage)."""
     usage = parsed.get("usage")
     if not isinstance(usage, dict):
         return 0, 0, 0

@@ -33,6 +33,12 @@ class LiveEndpoint:
     next_probe: float = 0.0
     next_scrape: float = 0.0
 
+    @property
+    def secret(self) -> str | None:
+        """The endpoint's API key (masked in upstream error bodies passed to clients)."""
+        key = self.cfg.api_key
+        return key.get_secret_value() if key is not None else None
+
     @classmethod
     def build(cls, cfg: EndpointConfig) -> LiveEndpoint:
         """A fresh live endpoint for `cfg`."""
@@ -134,6 +140,7 @@ class Fleet:
         return self.tenants_by_hash.get(hash_key(key))
 
     def is_admin(self, key: str) -> bool:
-        """Whether `key` is an admin key."""
+        """Whether `key` is an admin key (its digest compared with every admin digest in
+        constant time: the time says nothing of which one matched, if any)."""
         h = hash_key(key)
-        return any(hmac.compare_digest(h, a) for a in self.admin_hashes)
+        return any([hmac.compare_digest(h, a) for a in self.admin_hashes])  # all, no early exit

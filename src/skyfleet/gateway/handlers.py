@@ -78,19 +78,32 @@ def endpoint_row(endpoint: LiveEndpoint, now: float) -> dict[str, Any]:
     }
 
 
-async def read_body(request: web.Request, limit: int) -> bytes:
-    """The body, refused with 413 past `limit` bytes (checked while reading, too)."""
+async def read_body(request: web.Request, limit: int, timeout_s: float) -> bytes:
+    """The body, refused with 413 past `limit` bytes (checked while reading, too) and with
+    408 when it takes longer than `timeout_s` to arrive."""
     declared = request.content_length
     if declared is not None and declared > limit:
         raise _too_large(limit)
     buffer = bytearray()
-    while True:
-        chunk = await request.content.read(1 << 16)
-        if not chunk:
-            return bytes(buffer)
-        buffer += chunk
-        if len(buffer) > limit:
-            raise _too_large(limit)
+    try:
+        async with asyncio.timeout(timeout_s):
+            while True:
+                chunk = await request.content.read(1 << 16)
+                if not chunk:
+                    return bytes(buffer)
+                buffer += chunk
+                if len(buffer) > limit:
+                    raise _too_large(limit)
+    except TimeoutError:
+        raise GatewayError(
+            Outcome.SLOW_CLIENT, 408, f"request body not received within {timeout_s:g} s"
+        ) from None
+    except web.RequestPayloadError:  # framing, or a Content-Encoding the bytes do not follow
+        encoding = request.headers.get("Content-Encoding", "")
+        how = f" (Content-Encoding: {encoding[:40]})" if encoding else ""
+        raise GatewayError(
+            Outcome.BAD_REQUEST, 400, f"the request body could not be read{how}"
+        ) from None
 
 
 def _too_large(limit: int) -> GatewayError:
@@ -156,7 +169,8 @@ class Handlers:
         started, wall = time.monotonic(), time.time()
         try:
             tenant = authenticate(gateway.fleet, request, x_api_key=dialect is not None)
-            body = await read_body(request, gateway.fleet.cfg.server.max_body_bytes)
+            server = gateway.fleet.cfg.server
+            body = await read_body(request, server.max_body_bytes, server.body_timeout_s)
             if dialect is not None:
                 body = dialect.chat_body(body)
             parsed = parse_request(api, body)

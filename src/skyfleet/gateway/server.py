@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import signal
 import socket
-import subprocess
 import sys
 
 from aiohttp import web
 
 from skyfleet.config import load_config
+from skyfleet.gateway.workers import Workers
 
 log = logging.getLogger("skyfleet.gateway")
 
@@ -35,14 +34,23 @@ def _free_port(host: str) -> int:
 async def run_worker(config_path: str, host: str, port: int, reuse_port: bool) -> None:
     """Serve until SIGTERM/SIGINT; SIGHUP reloads the config; drain on the way out."""
     from skyfleet.gateway.app import build_gateway
+    from skyfleet.gateway.connections import (
+        ConnectionGuard,
+        GuardedRunner,
+        handler_limits,
+        raise_fd_limit,
+    )
 
     cfg = load_config(config_path)
     gw = build_gateway(cfg, config_path)
-    runner = web.AppRunner(
+    raise_fd_limit(cfg.server.max_connections)
+    runner = GuardedRunner(
         gw.build_app(),
+        ConnectionGuard(cfg.server, gw.metrics.registry),
         handler_cancellation=True,
         access_log=None,
         shutdown_timeout=cfg.server.drain_timeout_s,
+        **handler_limits(cfg.server),
     )
     await runner.setup()
     site = web.TCPSite(runner, host, port, reuse_port=reuse_port or None, backlog=4096)
@@ -94,18 +102,9 @@ def serve(config_path: str, host: str | None, port: int | None, workers: int) ->
         host,
         str(port),
     ]
-    procs = [subprocess.Popen(cmd) for _ in range(workers)]
-
-    def forward(sig: int, _frame: object) -> None:
-        for p in procs:
-            with contextlib.suppress(ProcessLookupError):
-                p.send_signal(sig)
-
-    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-        signal.signal(sig, forward)
-    codes = [p.wait() for p in procs]
-    if any(codes):
-        sys.exit(max(codes))
+    code = Workers(cmd, workers).run()  # forwards signals, replaces a worker that exits
+    if code:
+        sys.exit(code)
 
 
 def main(argv: list[str] | None = None) -> None:

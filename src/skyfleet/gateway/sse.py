@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import orjson
 
 _MAX_PENDING = 1 << 20
+_DONE = re.compile(rb"(?:^|\n)data: ?\[DONE\]\n")  # the line, not the text inside an event
 
 
 class SSERelay:
@@ -39,7 +41,7 @@ class SSERelay:
             self.buf = data
             return b""
         complete, self.buf = data[: cut + 2], data[cut + 2 :]
-        if not self.done and b"data: [DONE]" in complete:
+        if not self.done and b"[DONE]" in complete and _DONE.search(complete):
             self.done = True
         if b'"usage"' not in complete:
             self.events += complete.count(b"\n\n")

@@ -20,6 +20,7 @@ class Outcome(StrEnum):
     # refused by the gateway itself, before any upstream attempt (no ledger record)
     AUTH = "auth"
     TOO_LARGE = "too_large"
+    SLOW_CLIENT = "slow_client"  # the body did not arrive within server.body_timeout_s (408)
     BAD_REQUEST = "bad_request"
     UNKNOWN_MODEL = "unknown_model"
     RATE_LIMITED = "rate_limited"  # the tenant's limits (429)

@@ -101,13 +101,14 @@ class OpenAIRenderer(Renderer):
         fin = FINISH[finish]
         if not self.job.req.chat:
             return {"index": 0, "text": self.text(n), "logprobs": None, "finish_reason": fin}
-        msg: dict[str, Any] = {"role": "assistant", "content": self.text(n)}
+        msg: dict[str, Any] = {"role": "assistant", "content": self.text(n), "refusal": None}
         t = self.job.tool
         if t is not None:
             fn = {"name": t.name, "arguments": self.text(n)}
             msg = {
                 "role": "assistant",
                 "content": None,
+                "refusal": None,
                 "tool_calls": [{"id": t.call_id, "type": "function", "function": fn}],
             }
         return {"index": 0, "message": msg, "logprobs": None, "finish_reason": fin}
