@@ -15,7 +15,8 @@ gateway's CPU seconds (its process tree, user + system, from /proc) in the measu
     ratio = translated CPU µs/request ÷ pass-through CPU µs/request of the same round
 
 Median and spread (min–max) over the rounds are reported. `--profile DIR` then records a
-py-spy profile (speedscope JSON) of each gateway under the same load, one run per kind and mode.
+py-spy profile (raw collapsed stacks in DIR) of each gateway under the same load, one run per
+kind and mode, and puts its CPU by category and top functions (as µs/request) in the JSON.
 
     .venv/bin/python benchmarks/bench_provider_overhead.py [--duration 8] [--repeats 3]
 
