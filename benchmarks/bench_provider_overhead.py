@@ -64,7 +64,6 @@ class Kind:
 
     name: str
     upstream_pid: int
-    upstream_port: int
     gateway: Any  # skyfleet.gateway.process.GatewayProcess
 
 
@@ -101,7 +100,7 @@ def start_kind(ps: procs.Procs, tmp: Path, kind: str, cpus: set[int] | None, chu
     path = tmp / f"fleet-{kind}.yaml"
     path.write_text(json.dumps(cfg))  # JSON is YAML
     gw = start_gateway(path, env={"SKYFLEET_LOG_LEVEL": "WARNING"})
-    return Kind(kind, p.pid, port, gw)
+    return Kind(kind, p.pid, gw)
 
 
 def _sse_data(raw: bytes) -> list[dict[str, Any]]:
