@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -50,6 +51,7 @@ from skyfleet.providers import (
 
 log = logging.getLogger("skyfleet.gateway")
 
+SOCKET_BUFFER_BYTES = 16384  # Linux's default TCP send buffer: a body this small never blocks
 API_PATHS = {
     "chat": "/chat/completions",
     "completions": "/completions",
@@ -220,7 +222,7 @@ class PlainAttempts:
             )
         except RequestRejected as e:
             raise AttemptFailed(Outcome.UNSUPPORTED, e.message, status=400, param=e.param) from None
-        return yarl.URL(built.url, encoded=True), built.body, built.headers
+        return _encoded_url(built.url), built.body, built.headers
 
     async def _send(
         self, endpoint: LiveEndpoint, request: tuple[str | yarl.URL, bytes, dict[str, str]]
@@ -228,11 +230,12 @@ class PlainAttempts:
         """POST it: the answer's status and headers within `connect_s + ttfb_s`, a write the
         upstream stopped reading included (aiohttp's timeouts bound only reads)."""
         url, body, headers = request
+        post = self._session().post(url, data=body, headers=headers, timeout=endpoint.timeout)
+        if len(body) <= SOCKET_BUFFER_BYTES:  # written at once: aiohttp's read timeouts suffice
+            return await post
         limits = endpoint.cfg.timeouts
         async with asyncio.timeout(limits.connect_s + limits.ttfb_s):
-            return await self._session().post(
-                url, data=body, headers=headers, timeout=endpoint.timeout
-            )
+            return await post
 
     # ---- non-streaming ------------------------------------------------------------------
     async def json(self, call: Call, endpoint: LiveEndpoint) -> Answer:
@@ -536,6 +539,12 @@ class PlainAttempts:
                 status=status if status in (500, 502, 503, 504) else 502,
                 body=upstream_error_body(data, endpoint.secret),
             )
+
+
+@functools.lru_cache(maxsize=1024)
+def _encoded_url(url: str) -> yarl.URL:
+    """An adapter's (already percent-encoded) URL; the same few per endpoint, parsed once."""
+    return yarl.URL(url, encoded=True)
 
 
 def retry_after_s(value: str | None) -> float:

@@ -160,7 +160,8 @@ class GuardedHandler(RequestHandler):
         self.force_close()
 
     def data_received(self, data: bytes) -> None:
-        if self._awaiting_head and self._head_timer is None and data:
+        # a head that arrives whole in one read (the usual case) needs no deadline
+        if self._awaiting_head and self._head_timer is None and data and b"\r\n\r\n" not in data:
             self._head_timer = self._loop.call_later(
                 self.guard.header_timeout_s, self._head_timed_out
             )

@@ -84,16 +84,11 @@ async def read_body(request: web.Request, limit: int, timeout_s: float) -> bytes
     declared = request.content_length
     if declared is not None and declared > limit:
         raise _too_large(limit)
-    buffer = bytearray()
     try:
+        if request.content.is_eof():  # it came with the head (the usual case): nothing to wait on
+            return await _read_within(request, limit)
         async with asyncio.timeout(timeout_s):
-            while True:
-                chunk = await request.content.read(1 << 16)
-                if not chunk:
-                    return bytes(buffer)
-                buffer += chunk
-                if len(buffer) > limit:
-                    raise _too_large(limit)
+            return await _read_within(request, limit)
     except TimeoutError:
         raise GatewayError(
             Outcome.SLOW_CLIENT, 408, f"request body not received within {timeout_s:g} s"
@@ -104,6 +99,17 @@ async def read_body(request: web.Request, limit: int, timeout_s: float) -> bytes
         raise GatewayError(
             Outcome.BAD_REQUEST, 400, f"the request body could not be read{how}"
         ) from None
+
+
+async def _read_within(request: web.Request, limit: int) -> bytes:
+    buffer = bytearray()
+    while True:
+        chunk = await request.content.read(1 << 16)
+        if not chunk:
+            return bytes(buffer)
+        buffer += chunk
+        if len(buffer) > limit:
+            raise _too_large(limit)
 
 
 def _too_large(limit: int) -> GatewayError:
