@@ -136,9 +136,10 @@ def test_cli_bad_input_is_one_clean_line(tmp_path: Path) -> None:
 def test_plan_diff_shows_what_changed(tmp_path: Path) -> None:
     wl = Path(__file__).parents[2] / "examples" / "workloads" / "demo-small.yaml"
     a, b = tmp_path / "a.yaml", tmp_path / "b.yaml"
+    quick = ["--no-baselines", "-q", "--max-share", "1.0"]  # the share limit makes it slow
     for out, extra in ((a, []), (b, ["--headroom", "0.3"])):
         r = subprocess.run(
-            [SKYFLEET, "plan", str(wl), "--out", str(out), "--no-baselines", "-q", *extra],
+            [SKYFLEET, "plan", str(wl), "--out", str(out), *quick, *extra],
             capture_output=True,
             text=True,
             timeout=300,

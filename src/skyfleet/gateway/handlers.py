@@ -116,14 +116,20 @@ def _too_large(limit: int) -> GatewayError:
     return GatewayError(Outcome.TOO_LARGE, 413, f"request body exceeds the limit of {limit} bytes")
 
 
-def parse_request(api: str, body: bytes) -> dict[str, Any]:
-    """The body as a JSON object with valid fields the gateway reads; 400 otherwise."""
+def json_object(body: bytes) -> dict[str, Any]:
+    """The body as a JSON object; 400 otherwise."""
     try:
         parsed = orjson.loads(body)
     except (ValueError, UnicodeDecodeError) as e:
         raise GatewayError(Outcome.BAD_REQUEST, 400, f"invalid JSON body: {e}") from None
     if not isinstance(parsed, dict):
         raise GatewayError(Outcome.BAD_REQUEST, 400, "the request body must be a JSON object")
+    return parsed
+
+
+def parse_request(api: str, body: bytes) -> dict[str, Any]:
+    """The body as a JSON object with valid fields the gateway reads; 400 otherwise."""
+    parsed = json_object(body)
     problem = validate(api, parsed)
     if problem is not None:
         raise GatewayError(Outcome.BAD_REQUEST, 400, problem[0], param=problem[1])
@@ -375,13 +381,7 @@ class MessagesDialect:
 
     def chat_body(self, body: bytes) -> bytes:
         """The Messages request as chat-completions bytes; 400 (Anthropic-shaped later)."""
-        try:
-            parsed = orjson.loads(body)
-        except (ValueError, UnicodeDecodeError) as e:
-            raise GatewayError(Outcome.BAD_REQUEST, 400, f"invalid JSON body: {e}") from None
-        if not isinstance(parsed, dict):
-            raise GatewayError(Outcome.BAD_REQUEST, 400, "the request body must be a JSON object")
-        chat = messages_to_chat(parsed)
+        chat = messages_to_chat(json_object(body))
         if isinstance(chat, tuple):
             raise GatewayError(Outcome.BAD_REQUEST, 400, chat[0], param=chat[1])
         self.model = str(chat["model"])

@@ -20,6 +20,7 @@ from skyfleet.providers.base import (
     UpstreamError,
     UpstreamRequest,
     Usage,
+    cause_of_status,
     client_status,
     make_error,
     retry_after,
@@ -225,15 +226,7 @@ def error(name: str, status: int, headers: Mapping[str, str], body: bytes) -> Up
     msg = str(err.get("message", "")) if isinstance(err, dict) else ""
     cause = ERRORS.get(etype)
     if cause is None:
-        cause = {
-            401: "upstream_auth",
-            403: "upstream_auth",
-            404: "upstream_not_found",
-            429: "upstream_429",
-            529: "upstream_overloaded",
-        }.get(status)
-        if cause is None:
-            cause = "upstream_5xx" if status >= 500 else "upstream_bad_request"
+        cause = cause_of_status(status, throttled="upstream_429")
     where = f"endpoint {name} (Anthropic)"
     ra = retry_after(headers)
     if cause == "upstream_overloaded":

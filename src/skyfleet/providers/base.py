@@ -218,6 +218,20 @@ def retry_after(headers: Mapping[str, str]) -> float | None:
     return None
 
 
+def cause_of_status(status: int, *, throttled: str) -> str:
+    """The cause of an error answer the provider named no code for, by its HTTP status
+    (`throttled`: what this provider's 429 means). Anthropic's 529 is its overload."""
+    if status in (401, 403):
+        return "upstream_auth"
+    if status == 404:
+        return "upstream_not_found"
+    if status == 429:
+        return throttled
+    if status == 529:
+        return "upstream_overloaded"
+    return "upstream_5xx" if status >= 500 else "upstream_bad_request"
+
+
 def client_status(upstream: int) -> int:
     """The status a client sees for an upstream server error."""
     return upstream if upstream in (500, 502, 503, 504) else 502

@@ -29,6 +29,7 @@ from skyfleet.providers.base import (
     UpstreamError,
     UpstreamRequest,
     Usage,
+    cause_of_status,
     client_status,
     header,
     make_error,
@@ -243,14 +244,7 @@ def error(name: str, status: int, code: str, message: str) -> UpstreamError:
     code = code[:1].upper() + code[1:] if code else code
     cause = ERRORS.get(code)
     if cause is None:
-        cause = {
-            401: "upstream_auth",
-            403: "upstream_auth",
-            404: "upstream_not_found",
-            429: "upstream_overloaded",
-        }.get(status)
-        if cause is None:
-            cause = "upstream_5xx" if status >= 500 else "upstream_bad_request"
+        cause = cause_of_status(status, throttled="upstream_overloaded")
     where = f"endpoint {name} (Bedrock)"
     label = code or str(status)
     if cause == "upstream_overloaded":

@@ -28,6 +28,7 @@ from skyfleet.providers.base import (
     UpstreamError,
     UpstreamRequest,
     Usage,
+    cause_of_status,
     client_status,
     make_error,
 )
@@ -259,14 +260,7 @@ def error(name: str, status: int, body: bytes) -> UpstreamError:
     msg = str(err.get("message", "")) if isinstance(err, dict) else ""
     cause = STATUSES.get(st)
     if cause is None:
-        cause = {
-            401: "upstream_auth",
-            403: "upstream_auth",
-            404: "upstream_not_found",
-            429: "upstream_overloaded",
-        }.get(status)
-        if cause is None:
-            cause = "upstream_5xx" if status >= 500 else "upstream_bad_request"
+        cause = cause_of_status(status, throttled="upstream_overloaded")
     where = f"endpoint {name} (Vertex AI)"
     label = st or str(status)
     if cause == "upstream_overloaded":
