@@ -24,6 +24,7 @@ import aiohttp
 import orjson
 import yarl
 from aiohttp import web
+from prometheus_client import Counter
 
 from skyfleet.gateway.answers import (
     answer_problem,
@@ -147,10 +148,15 @@ class AttemptRecorder:
         self.metrics = metrics
         self.observer = observer
         self.outliers = OutlierDetector(fleet.cfg.health)
+        self._counters: dict[tuple[str, Outcome], Counter] = {}  # labelled children, reused
 
     def record(self, endpoint: LiveEndpoint, outcome: Outcome) -> None:
         """Count the attempt's outcome; eject the endpoint after enough faults in a row."""
-        self.metrics.attempts.labels(endpoint.cfg.name, outcome.value).inc()
+        counter = self._counters.get((endpoint.cfg.name, outcome))
+        if counter is None:
+            counter = self.metrics.attempts.labels(endpoint.cfg.name, outcome.value)
+            self._counters[(endpoint.cfg.name, outcome)] = counter
+        counter.inc()
         if self.observer is not None and outcome.overload:
             self.observer.on_drop(endpoint)
         fleet = self.fleet
@@ -443,10 +449,14 @@ class PlainAttempts:
         try:
             while chunk:
                 try:
-                    await write(relay.feed(chunk))
+                    data = relay.feed(chunk)
                 except StreamGarbage as garbage:
                     failure = garbage.error.message
                     break
+                if reshape is not None:
+                    data = reshape.feed(data)
+                if data:  # the hot loop writes directly; `write` serves the rare tail
+                    await out.write(data)
                 if relay.done:
                     break
                 try:

@@ -65,6 +65,8 @@ class HedgedAttempts:
 
     async def json(self, call: Call, endpoint: LiveEndpoint) -> Answer:
         """A JSON attempt, hedged once it is slow."""
+        if self.hedging.policy(call.features.model) is None:
+            return await self.plain.json(call, endpoint)
         answer, winner = await self._race(call, endpoint, lambda e: self.plain.json(call, e))
         _adopt(call, winner, endpoint)
         return answer

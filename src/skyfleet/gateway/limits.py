@@ -69,10 +69,6 @@ class AdaptiveLimits:
         """Whether adaptive limits apply (`overload.enabled` and `adaptive_concurrency`)."""
         return self.overload.enabled and self.overload.adaptive_concurrency
 
-    def current(self) -> dict[str, int]:
-        """Each limited endpoint's limit now."""
-        return {name: el.limit.limit for name, el in self.endpoints.items()}
-
     def _of(self, endpoint: LiveEndpoint) -> _EndpointLimit | None:
         if not self.enabled:
             return None

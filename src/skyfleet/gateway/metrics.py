@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 from prometheus_client import (
     CollectorRegistry,
@@ -60,6 +61,15 @@ class _EndpointCollector(Collector):
         yield from (inflight, healthy, cap, waiting, kv, ej)
 
 
+@dataclass(slots=True)
+class _ModelSeries:
+    latency: Histogram
+    ttft: Histogram
+    prompt: Counter
+    completion: Counter
+    requests: dict[int, Counter]  # by final status
+
+
 class GatewayMetrics:
     """All metrics the request path updates."""
 
@@ -111,18 +121,33 @@ class GatewayMetrics:
             "skyfleet_config_reloads", "Config reloads by result", ["result"], registry=r
         )
         r.register(_EndpointCollector(fleet))
+        self._per_model: dict[str, _ModelSeries] = {}
 
     def observe(self, record: UsageRecord) -> None:
         """A finished request: its status, latency, time to first token and tokens."""
         model = record.model
-        self.requests.labels(model, str(record.status)).inc()
-        self.latency.labels(model).observe(record.latency_s)
+        per = self._per_model.get(model)
+        if per is None:  # labelled children looked up once per model (labels() takes a lock)
+            per = self._per_model[model] = _ModelSeries(
+                self.latency.labels(model),
+                self.ttft.labels(model),
+                self.tokens.labels(model, "prompt"),
+                self.tokens.labels(model, "completion"),
+                {},
+            )
+        by_status = per.requests.get(record.status)
+        if by_status is None:
+            by_status = per.requests[record.status] = self.requests.labels(
+                model, str(record.status)
+            )
+        by_status.inc()
+        per.latency.observe(record.latency_s)
         if record.ttft_s is not None:
-            self.ttft.labels(model).observe(record.ttft_s)
+            per.ttft.observe(record.ttft_s)
         if record.prompt_tokens:
-            self.tokens.labels(model, "prompt").inc(record.prompt_tokens)
+            per.prompt.inc(record.prompt_tokens)
         if record.completion_tokens:
-            self.tokens.labels(model, "completion").inc(record.completion_tokens)
+            per.completion.inc(record.completion_tokens)
 
     def render(self) -> bytes:
         """The text exposition format."""

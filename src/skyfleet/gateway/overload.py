@@ -217,11 +217,11 @@ class OverloadController:
     # ---- fleet view ---------------------------------------------------------------------
     def fleet_load(self, model: str) -> FleetLoad:
         """Admitted in-flight requests of `model` (and, with shared fleet state, the other
-        replicas' open requests on its endpoints) against the sum of its endpoints' limits."""
+        replicas' open requests on its endpoints) against the sum of its endpoints' limits
+        (the adaptive limits are applied to the endpoints' capacity already: `AdaptiveLimits`)."""
         endpoints = self._endpoints.get(model, ())
         return fleet_load(
             endpoints,
-            self.limits.current(),
             in_flight=self.active.get(model, 0) + sum(e.peer_in_flight for e in endpoints),
             service=self._service.get(model),
         )
