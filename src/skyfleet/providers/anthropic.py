@@ -70,38 +70,40 @@ def _image(img: Image) -> dict[str, Any]:
 
 def _blocks(parts: list[str | Image]) -> list[dict[str, Any]]:
     return [
-        {"type": "text", "text": p} if isinstance(p, str) else _image(p)
-        for p in parts
-        if not (isinstance(p, str) and not p)
+        {"type": "text", "text": part} if isinstance(part, str) else _image(part)
+        for part in parts
+        if not (isinstance(part, str) and not part)
     ]
 
 
-def messages(msgs: list[Message]) -> list[dict[str, Any]]:
+def messages(chat_messages: list[Message]) -> list[dict[str, Any]]:
     """OpenAI turns → Anthropic turns: tool results join one user turn, as the API wants."""
     out: list[dict[str, Any]] = []
-    for i, m in enumerate(msgs):
-        if m.role == "tool":
+    for i, message in enumerate(chat_messages):
+        if message.role == "tool":
             block = {
                 "type": "tool_result",
-                "tool_use_id": m.tool_call_id,
-                "content": text(m.parts),
+                "tool_use_id": message.tool_call_id,
+                "content": text(message.parts),
             }
             if out and out[-1]["role"] == "user" and out[-1].get("_tools"):
                 out[-1]["content"].append(block)
             else:
                 out.append({"role": "user", "content": [block], "_tools": True})
             continue
-        content = _blocks(m.parts)
-        if m.role == "assistant":
-            for j, tc in enumerate(m.tool_calls):
-                args = json_args(tc.arguments, f"messages[{i}].tool_calls[{j}]", "Anthropic")
-                content.append({"type": "tool_use", "id": tc.id, "name": tc.name, "input": args})
-        if m.role == "user" and out and out[-1].get("_tools"):
+        content = _blocks(message.parts)
+        if message.role == "assistant":
+            for j, call in enumerate(message.tool_calls):
+                args = json_args(call.arguments, f"messages[{i}].tool_calls[{j}]", "Anthropic")
+                content.append(
+                    {"type": "tool_use", "id": call.id, "name": call.name, "input": args}
+                )
+        if message.role == "user" and out and out[-1].get("_tools"):
             out[-1]["content"].extend(content)  # text after the tool results of a turn
             continue
-        out.append({"role": m.role, "content": content})
-    for o in out:
-        o.pop("_tools", None)
+        out.append({"role": message.role, "content": content})
+    for turn in out:
+        turn.pop("_tools", None)
     return out
 
 
@@ -129,49 +131,51 @@ def request_body(chat: Chat, model: str, default_max_tokens: int) -> dict[str, A
     if chat.tools:
         body["tools"] = [
             {
-                "name": t.name,
-                **({"description": t.description} if t.description else {}),
-                "input_schema": t.parameters,
+                "name": tool.name,
+                **({"description": tool.description} if tool.description else {}),
+                "input_schema": tool.parameters,
             }
-            for t in chat.tools
+            for tool in chat.tools
         ]
-    tc: dict[str, Any] | None = None
+    tool_choice: dict[str, Any] | None = None
     if chat.tool_choice == "auto":
-        tc = {"type": "auto"}
+        tool_choice = {"type": "auto"}
     elif chat.tool_choice == "required":
-        tc = {"type": "any"}
+        tool_choice = {"type": "any"}
     elif chat.tool_choice == "none":
-        tc = {"type": "none"}
+        tool_choice = {"type": "none"}
     elif chat.tool_name():
-        tc = {"type": "tool", "name": chat.tool_name()}
+        tool_choice = {"type": "tool", "name": chat.tool_name()}
     if chat.parallel_tool_calls is False and chat.tools:
-        tc = tc or {"type": "auto"}
-        if tc["type"] != "none":
-            tc["disable_parallel_tool_use"] = True
-    if tc is not None:
-        body["tool_choice"] = tc
-    rf = chat.response_format
-    if rf is not None:
-        if rf["type"] != "json_schema":
+        tool_choice = tool_choice or {"type": "auto"}
+        if tool_choice["type"] != "none":
+            tool_choice["disable_parallel_tool_use"] = True
+    if tool_choice is not None:
+        body["tool_choice"] = tool_choice
+    response_format = chat.response_format
+    if response_format is not None:
+        if response_format["type"] != "json_schema":
             raise RequestRejected(
                 "response_format 'json_object' is not supported by Anthropic endpoints "
                 "(use json_schema)",
                 "response_format",
             )
-        body["output_config"] = {"format": {"type": "json_schema", "schema": rf.get("schema", {})}}
+        body["output_config"] = {
+            "format": {"type": "json_schema", "schema": response_format.get("schema", {})}
+        }
     if chat.user:
         body["metadata"] = {"user_id": chat.user}
     return body
 
 
-def usage(u: Mapping[str, Any]) -> Usage:
+def usage(raw: Mapping[str, Any]) -> Usage:
     """Anthropic usage → OpenAI semantics."""
-    read = int(u.get("cache_read_input_tokens") or 0)
-    made = int(u.get("cache_creation_input_tokens") or 0)
+    read = int(raw.get("cache_read_input_tokens") or 0)
+    made = int(raw.get("cache_creation_input_tokens") or 0)
     return Usage(
-        int(u.get("input_tokens") or 0) + read + made,
-        int(u.get("output_tokens") or 0),
-        read if "cache_read_input_tokens" in u else None,
+        int(raw.get("input_tokens") or 0) + read + made,
+        int(raw.get("output_tokens") or 0),
+        read if "cache_read_input_tokens" in raw else None,
     )
 
 
@@ -179,19 +183,21 @@ def completion(msg: dict[str, Any], model: str) -> tuple[bytes, Usage | None]:
     """A Messages API response → chat.completion JSON."""
     text: list[str] = []
     calls: list[dict[str, Any]] = []
-    for b in msg.get("content") or []:
-        if not isinstance(b, dict):
+    for block in msg.get("content") or []:
+        if not isinstance(block, dict):
             continue
-        if b.get("type") == "text":
-            text.append(str(b.get("text", "")))
-        elif b.get("type") == "tool_use":
+        if block.get("type") == "text":
+            text.append(str(block.get("text", "")))
+        elif block.get("type") == "tool_use":
             calls.append(
                 tool_call(
-                    str(b.get("id")), str(b.get("name")), orjson.dumps(b.get("input", {})).decode()
+                    str(block.get("id")),
+                    str(block.get("name")),
+                    orjson.dumps(block.get("input", {})).decode(),
                 )
             )
-    u = msg.get("usage")
-    use = usage(u) if isinstance(u, dict) else None
+    raw_usage = msg.get("usage")
+    use = usage(raw_usage) if isinstance(raw_usage, dict) else None
     finish = FINISH.get(str(msg.get("stop_reason")), "stop")
     content = "".join(text) if text or not calls else None
     rid = msg.get("id")
@@ -228,17 +234,19 @@ def error(name: str, status: int, headers: Mapping[str, str], body: bytes) -> Up
     if cause is None:
         cause = cause_of_status(status, throttled="upstream_429")
     where = f"endpoint {name} (Anthropic)"
-    ra = retry_after(headers)
+    retry_after_s = retry_after(headers)
     if cause == "upstream_overloaded":
         return make_error(
             cause,
             f"{where} is overloaded: {msg}",
             status=503,
-            retry_after_s=ra if ra is not None else 1.0,
+            retry_after_s=retry_after_s if retry_after_s is not None else 1.0,
             code=etype,
         )
     if cause == "upstream_429":
-        return make_error(cause, f"{where} is rate limiting: {msg}", retry_after_s=ra, code=etype)
+        return make_error(
+            cause, f"{where} is rate limiting: {msg}", retry_after_s=retry_after_s, code=etype
+        )
     if cause == "upstream_auth":
         return make_error(
             cause, f"{where} rejected the gateway's credentials ({etype or status})", code=etype
@@ -255,14 +263,24 @@ def error(name: str, status: int, headers: Mapping[str, str], body: bytes) -> Up
 class AnthropicStream:
     """Anthropic SSE → OpenAI chunks."""
 
-    __slots__ = ("_blocks", "_finish", "_in", "_name", "_sse", "_w", "done", "error", "usage")
+    __slots__ = (
+        "_blocks",
+        "_finish",
+        "_name",
+        "_raw_usage",
+        "_sse",
+        "_writer",
+        "done",
+        "error",
+        "usage",
+    )
 
     def __init__(self, name: str, model: str, include_usage: bool) -> None:
         self._name = name
         self._sse = SSEParser(f"endpoint {name} (Anthropic)")
-        self._w = ChunkWriter(model, include_usage)
+        self._writer = ChunkWriter(model, include_usage)
         self._blocks: dict[int, int] = {}  # content block index → tool call slot
-        self._in: dict[str, Any] = {}
+        self._raw_usage: dict[str, Any] = {}
         self._finish = "stop"
         self.done = False
         self.usage: dict[str, Any] | None = None
@@ -270,68 +288,70 @@ class AnthropicStream:
 
     @property
     def events(self) -> int:
-        return self._w.events
+        return self._writer.events
 
     def _event(self, name: str | None, data: bytes) -> bytes:
         if self.done or name == "ping":
             return b""
-        ev = loads(data)
-        if not isinstance(ev, dict):
+        event = loads(data)
+        if not isinstance(event, dict):
             raise StreamGarbage(
                 make_error("upstream_garbage", f"endpoint {self._name} (Anthropic): bad event")
             )
-        t = ev.get("type", name)
-        w = self._w
-        if t == "content_block_delta":
-            d = ev.get("delta") or {}
-            if d.get("type") == "text_delta":
-                return w.content(str(d.get("text", "")))
-            if d.get("type") == "input_json_delta":
-                slot = self._blocks.get(int(ev.get("index", 0)))
+        event_type = event.get("type", name)
+        writer = self._writer
+        if event_type == "content_block_delta":
+            delta = event.get("delta") or {}
+            if delta.get("type") == "text_delta":
+                return writer.content(str(delta.get("text", "")))
+            if delta.get("type") == "input_json_delta":
+                slot = self._blocks.get(int(event.get("index", 0)))
                 if slot is not None:
-                    return w.tool_args(slot, str(d.get("partial_json", "")))
+                    return writer.tool_args(slot, str(delta.get("partial_json", "")))
             return b""  # thinking / signature / citations deltas: no OpenAI equivalent
-        if t == "message_start":
-            msg = ev.get("message") or {}
+        if event_type == "message_start":
+            msg = event.get("message") or {}
             if isinstance(msg.get("id"), str):
-                w.set_id("chatcmpl-" + msg["id"])
-            self._in = dict(msg.get("usage") or {})
-            return w.role()
-        if t == "content_block_start":
-            cb = ev.get("content_block") or {}
-            if cb.get("type") == "tool_use":
+                writer.set_id("chatcmpl-" + msg["id"])
+            self._raw_usage = dict(msg.get("usage") or {})
+            return writer.role()
+        if event_type == "content_block_start":
+            block = event.get("content_block") or {}
+            if block.get("type") == "tool_use":
                 slot = len(self._blocks)
-                self._blocks[int(ev.get("index", 0))] = slot
-                return w.tool_start(slot, str(cb.get("id")), str(cb.get("name")))
-            if cb.get("type") == "text" and cb.get("text"):
-                return w.content(str(cb["text"]))
+                self._blocks[int(event.get("index", 0))] = slot
+                return writer.tool_start(slot, str(block.get("id")), str(block.get("name")))
+            if block.get("type") == "text" and block.get("text"):
+                return writer.content(str(block["text"]))
             return b""
-        if t == "message_delta":
-            d = ev.get("delta") or {}
-            if d.get("stop_reason"):
-                self._finish = FINISH.get(str(d["stop_reason"]), "stop")
-            u = ev.get("usage")
-            if isinstance(u, dict):
-                self._in.update({k: v for k, v in u.items() if v is not None})
+        if event_type == "message_delta":
+            delta = event.get("delta") or {}
+            if delta.get("stop_reason"):
+                self._finish = FINISH.get(str(delta["stop_reason"]), "stop")
+            raw_usage = event.get("usage")
+            if isinstance(raw_usage, dict):
+                self._raw_usage.update(
+                    {key: value for key, value in raw_usage.items() if value is not None}
+                )
             return b""
-        if t == "message_stop":
+        if event_type == "message_stop":
             self.done = True
-            use = usage(self._in).as_openai()
+            use = usage(self._raw_usage).as_openai()
             self.usage = use
-            return w.finish(self._finish) + w.usage_chunk(use) + DONE
-        if t == "error":
-            err = ev.get("error") or {}
+            return writer.finish(self._finish) + writer.usage_chunk(use) + DONE
+        if event_type == "error":
+            err = event.get("error") or {}
             status = 529 if err.get("type") == "overloaded_error" else 500
-            self.error = error(self._name, status, {}, orjson.dumps(ev))
-            return w.error(self.error.message, self.error.error_type, self.error.code)
+            self.error = error(self._name, status, {}, orjson.dumps(event))
+            return writer.error(self.error.message, self.error.error_type, self.error.code)
         return b""  # content_block_stop and unknown future events
 
     def feed(self, chunk: bytes) -> bytes:
-        out = [self._event(n, d) for n, d in self._sse.feed(chunk)]
+        out = [self._event(event_name, data) for event_name, data in self._sse.feed(chunk)]
         return b"".join(out)
 
     def flush(self) -> bytes:
-        return b"".join(self._event(n, d) for n, d in self._sse.flush())
+        return b"".join(self._event(event_name, data) for event_name, data in self._sse.flush())
 
 
 class AnthropicAdapter(TranslatingAdapter):

@@ -38,12 +38,12 @@ class AzureOpenAIAdapter(TranslatingAdapter):
         self.opts = opts
         root = cfg.url.rstrip("/")
         if opts.api == "v1":
-            q = f"?api-version={opts.api_version}" if opts.api_version else ""
-            self.urls = {k: f"{root}/openai/v1/{p}{q}" for k, p in PATHS.items()}
+            query = f"?api-version={opts.api_version}" if opts.api_version else ""
+            self.urls = {api: f"{root}/openai/v1/{path}{query}" for api, path in PATHS.items()}
         else:
             ver = opts.api_version or DEFAULT_API_VERSION
             base = f"{root}/openai/deployments/{opts.deployment}"
-            self.urls = {k: f"{base}/{p}?api-version={ver}" for k, p in PATHS.items()}
+            self.urls = {api: f"{base}/{path}?api-version={ver}" for api, path in PATHS.items()}
         self.base_headers = {"Content-Type": "application/json", **self.extra_headers}
         if cfg.api_key is not None and opts.entra is None:
             self.base_headers["api-key"] = cfg.api_key.get_secret_value()
@@ -56,11 +56,11 @@ class AzureOpenAIAdapter(TranslatingAdapter):
         return None if api in PATHS else (f"the {api} API is not supported by Azure", "model")
 
     def headers(self) -> dict[str, str]:
-        h = dict(self.base_headers)
-        tok = self.tokens.valid() if self.tokens else None
-        if tok:
-            h["Authorization"] = f"Bearer {tok}"
-        return h
+        headers = dict(self.base_headers)
+        token = self.tokens.valid() if self.tokens else None
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        return headers
 
     def build(
         self, api: str, obj: dict[str, Any], *, stream: bool, include_usage: bool
@@ -92,11 +92,11 @@ class AzureOpenAIAdapter(TranslatingAdapter):
         }
 
         async def fetch() -> tuple[str, float]:
-            async with session.post(url, data=form) as r:
-                body = loads(await r.read())
-                if r.status != 200 or not isinstance(body, dict) or "access_token" not in body:
+            async with session.post(url, data=form) as answer:
+                body = loads(await answer.read())
+                if answer.status != 200 or not isinstance(body, dict) or "access_token" not in body:
                     why = body.get("error") if isinstance(body, dict) else None
-                    raise RuntimeError(f"Entra ID answered {r.status} ({why or 'no token'})")
+                    raise RuntimeError(f"Entra ID answered {answer.status} ({why or 'no token'})")
             return str(body["access_token"]), float(body.get("expires_in") or 3600)
 
         what = f"endpoint {self.name} (Azure OpenAI, Entra ID app {entra.client_id})"

@@ -191,28 +191,28 @@ class Adapter(Protocol):
 
 def header(headers: Mapping[str, str], name: str) -> str | None:
     """Case-insensitive header lookup on any mapping (aiohttp's is already insensitive)."""
-    v = headers.get(name)
-    if v is not None:
-        return v
+    exact = headers.get(name)
+    if exact is not None:
+        return exact
     low = name.lower()
-    for k, val in headers.items():
-        if k.lower() == low:
-            return val
+    for key, value in headers.items():
+        if key.lower() == low:
+            return value
     return None
 
 
 def retry_after(headers: Mapping[str, str]) -> float | None:
     """Seconds from `retry-after-ms` or `retry-after` (seconds; an HTTP date is ignored)."""
-    ms = header(headers, "retry-after-ms")
-    if ms is not None:
+    millis = header(headers, "retry-after-ms")
+    if millis is not None:
         try:
-            return max(0.0, float(ms) / 1000.0)
+            return max(0.0, float(millis) / 1000.0)
         except ValueError:
             pass
-    s = header(headers, "retry-after")
-    if s is not None:
+    seconds = header(headers, "retry-after")
+    if seconds is not None:
         try:
-            return max(0.0, float(s))
+            return max(0.0, float(seconds))
         except ValueError:
             return None
     return None

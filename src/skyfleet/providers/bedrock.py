@@ -83,31 +83,35 @@ def default_url(region: str) -> str:
     return f"https://bedrock-runtime.{region}.amazonaws.com"
 
 
-def _block(p: str | Image, where: str) -> dict[str, Any]:
-    if isinstance(p, str):
-        return {"text": p}
-    if p.data is None or p.media_type not in _FORMATS:
+def _block(part: str | Image, where: str) -> dict[str, Any]:
+    if isinstance(part, str):
+        return {"text": part}
+    if part.data is None or part.media_type not in _FORMATS:
         raise RequestRejected(
             "Bedrock endpoints take images as data: URLs of PNG, JPEG, GIF or WebP", where
         )
-    return {"image": {"format": _FORMATS[p.media_type], "source": {"bytes": p.data}}}
+    return {"image": {"format": _FORMATS[part.media_type], "source": {"bytes": part.data}}}
 
 
-def messages(msgs: list[Message]) -> list[dict[str, Any]]:
+def messages(chat_messages: list[Message]) -> list[dict[str, Any]]:
     """OpenAI turns → Converse turns (same-role turns merged: Converse wants alternation)."""
     out: list[dict[str, Any]] = []
-    for i, m in enumerate(msgs):
+    for i, message in enumerate(chat_messages):
         where = f"messages[{i}].content"
-        if m.role == "tool":
+        if message.role == "tool":
             role = "user"
-            result = [{"text": text(m.parts)}]
-            blocks = [{"toolResult": {"toolUseId": m.tool_call_id, "content": result}}]
+            result = [{"text": text(message.parts)}]
+            blocks = [{"toolResult": {"toolUseId": message.tool_call_id, "content": result}}]
         else:
-            role = m.role
-            blocks = [_block(p, where) for p in m.parts if not (isinstance(p, str) and not p)]
-            for j, tc in enumerate(m.tool_calls):
-                args = json_args(tc.arguments, f"messages[{i}].tool_calls[{j}]", "Bedrock")
-                blocks.append({"toolUse": {"toolUseId": tc.id, "name": tc.name, "input": args}})
+            role = message.role
+            blocks = [
+                _block(part, where)
+                for part in message.parts
+                if not (isinstance(part, str) and not part)
+            ]
+            for j, call in enumerate(message.tool_calls):
+                args = json_args(call.arguments, f"messages[{i}].tool_calls[{j}]", "Bedrock")
+                blocks.append({"toolUse": {"toolUseId": call.id, "name": call.name, "input": args}})
         if out and out[-1]["role"] == role:
             out[-1]["content"].extend(blocks)
         else:
@@ -119,18 +123,18 @@ def request_body(chat: Chat) -> dict[str, Any]:
     """The Converse body for a neutral chat request (the model id goes in the URL)."""
     body: dict[str, Any] = {"messages": messages(chat.messages)}
     if chat.system:
-        body["system"] = [{"text": s} for s in chat.system if s]
-    inf: dict[str, Any] = {}
+        body["system"] = [{"text": system_text} for system_text in chat.system if system_text]
+    inference_config: dict[str, Any] = {}
     if chat.max_tokens is not None:
-        inf["maxTokens"] = chat.max_tokens
+        inference_config["maxTokens"] = chat.max_tokens
     if chat.temperature is not None:
-        inf["temperature"] = chat.temperature
+        inference_config["temperature"] = chat.temperature
     if chat.top_p is not None:
-        inf["topP"] = chat.top_p
+        inference_config["topP"] = chat.top_p
     if chat.stop:
-        inf["stopSequences"] = chat.stop
-    if inf:
-        body["inferenceConfig"] = inf
+        inference_config["stopSequences"] = chat.stop
+    if inference_config:
+        body["inferenceConfig"] = inference_config
     if chat.tools:
         if chat.tool_choice == "none":
             raise RequestRejected(
@@ -138,48 +142,50 @@ def request_body(chat: Chat) -> dict[str, Any]:
                 "tool_choice",
             )
         tools = []
-        for t in chat.tools:
-            spec: dict[str, Any] = {"name": t.name, "inputSchema": {"json": t.parameters}}
-            if t.description:
-                spec["description"] = t.description
+        for tool in chat.tools:
+            spec: dict[str, Any] = {"name": tool.name, "inputSchema": {"json": tool.parameters}}
+            if tool.description:
+                spec["description"] = tool.description
             tools.append({"toolSpec": spec})
-        tcfg: dict[str, Any] = {"tools": tools}
+        tool_config: dict[str, Any] = {"tools": tools}
         if chat.tool_choice == "auto":
-            tcfg["toolChoice"] = {"auto": {}}
+            tool_config["toolChoice"] = {"auto": {}}
         elif chat.tool_choice == "required":
-            tcfg["toolChoice"] = {"any": {}}
+            tool_config["toolChoice"] = {"any": {}}
         elif chat.tool_name():
-            tcfg["toolChoice"] = {"tool": {"name": chat.tool_name()}}
-        body["toolConfig"] = tcfg
-    rf = chat.response_format
-    if rf is not None:
-        if rf["type"] != "json_schema":
+            tool_config["toolChoice"] = {"tool": {"name": chat.tool_name()}}
+        body["toolConfig"] = tool_config
+    response_format = chat.response_format
+    if response_format is not None:
+        if response_format["type"] != "json_schema":
             raise RequestRejected(
                 "response_format 'json_object' is not supported by Bedrock endpoints "
                 "(use json_schema)",
                 "response_format",
             )
-        js: dict[str, Any] = {"schema": orjson.dumps(rf.get("schema", {})).decode()}
-        if rf.get("name"):
-            js["name"] = rf["name"]
-        if rf.get("description"):
-            js["description"] = rf["description"]
+        json_schema: dict[str, Any] = {
+            "schema": orjson.dumps(response_format.get("schema", {})).decode()
+        }
+        if response_format.get("name"):
+            json_schema["name"] = response_format["name"]
+        if response_format.get("description"):
+            json_schema["description"] = response_format["description"]
         body["outputConfig"] = {
-            "textFormat": {"type": "json_schema", "structure": {"jsonSchema": js}}
+            "textFormat": {"type": "json_schema", "structure": {"jsonSchema": json_schema}}
         }
     if chat.user:
         body["requestMetadata"] = {"user": chat.user}
     return body
 
 
-def usage(u: Mapping[str, Any]) -> Usage:
+def usage(raw: Mapping[str, Any]) -> Usage:
     """Converse usage → OpenAI semantics (prompt includes cache reads and writes)."""
-    read = int(u.get("cacheReadInputTokens") or 0)
-    write = int(u.get("cacheWriteInputTokens") or 0)
+    read = int(raw.get("cacheReadInputTokens") or 0)
+    write = int(raw.get("cacheWriteInputTokens") or 0)
     return Usage(
-        int(u.get("inputTokens") or 0) + read + write,
-        int(u.get("outputTokens") or 0),
-        read if "cacheReadInputTokens" in u else None,
+        int(raw.get("inputTokens") or 0) + read + write,
+        int(raw.get("outputTokens") or 0),
+        read if "cacheReadInputTokens" in raw else None,
     )
 
 
@@ -188,17 +194,17 @@ def completion(resp: dict[str, Any], model: str) -> tuple[bytes, Usage | None]:
     msg = (resp.get("output") or {}).get("message") or {}
     text: list[str] = []
     calls: list[dict[str, Any]] = []
-    for b in msg.get("content") or []:
-        if not isinstance(b, dict):
+    for block in msg.get("content") or []:
+        if not isinstance(block, dict):
             continue
-        if "text" in b:
-            text.append(str(b["text"]))
-        elif isinstance(b.get("toolUse"), dict):
-            tu = b["toolUse"]
-            args = orjson.dumps(tu.get("input", {})).decode()
-            calls.append(tool_call(str(tu.get("toolUseId")), str(tu.get("name")), args))
-    u = resp.get("usage")
-    use = usage(u) if isinstance(u, dict) else None
+        if "text" in block:
+            text.append(str(block["text"]))
+        elif isinstance(block.get("toolUse"), dict):
+            tool_use = block["toolUse"]
+            args = orjson.dumps(tool_use.get("input", {})).decode()
+            calls.append(tool_call(str(tool_use.get("toolUseId")), str(tool_use.get("name")), args))
+    raw_usage = resp.get("usage")
+    use = usage(raw_usage) if isinstance(raw_usage, dict) else None
     finish = FINISH.get(str(resp.get("stopReason")), "stop")
     content = "".join(text) if text or not calls else None
     body = chat_completion(
@@ -248,11 +254,11 @@ def error(name: str, status: int, code: str, message: str) -> UpstreamError:
     where = f"endpoint {name} (Bedrock)"
     label = code or str(status)
     if cause == "upstream_overloaded":
-        st = 503 if code == "ServiceUnavailableException" else 429
+        client_http_status = 503 if code == "ServiceUnavailableException" else 429
         return make_error(
             cause,
             f"{where} is throttling ({label}): {message}",
-            status=st,
+            status=client_http_status,
             retry_after_s=1.0,
             code=code or None,
         )
@@ -267,9 +273,12 @@ def error(name: str, status: int, code: str, message: str) -> UpstreamError:
             cause, f"{where}: {message or 'model not found'} ({label})", code=code or None
         )
     if cause == "upstream_5xx":
-        st = 504 if code == "ModelTimeoutException" else client_status(status)
+        client_http_status = 504 if code == "ModelTimeoutException" else client_status(status)
         return make_error(
-            cause, f"{where} failed ({label}): {message}", status=st, code=code or None
+            cause,
+            f"{where} failed ({label}): {message}",
+            status=client_http_status,
+            code=code or None,
         )
     return make_error(cause, f"Bedrock: {message or label}", code=code or None)
 
@@ -287,12 +296,22 @@ def error_from_http(
 class BedrockStream:
     """ConverseStream event-stream → OpenAI chunks."""
 
-    __slots__ = ("_blocks", "_dec", "_finish", "_name", "_stopped", "_w", "done", "error", "usage")
+    __slots__ = (
+        "_blocks",
+        "_decoder",
+        "_finish",
+        "_name",
+        "_stopped",
+        "_writer",
+        "done",
+        "error",
+        "usage",
+    )
 
     def __init__(self, name: str, model: str, include_usage: bool) -> None:
         self._name = name
-        self._dec = eventstream.Decoder(f"endpoint {name} (Bedrock)")
-        self._w = ChunkWriter(model, include_usage)
+        self._decoder = eventstream.Decoder(f"endpoint {name} (Bedrock)")
+        self._writer = ChunkWriter(model, include_usage)
         self._blocks: dict[int, int] = {}  # contentBlockIndex → tool call slot
         self._finish = "stop"
         self._stopped = False
@@ -302,72 +321,76 @@ class BedrockStream:
 
     @property
     def events(self) -> int:
-        return self._w.events
+        return self._writer.events
 
     def _garbage(self, why: str) -> StreamGarbage:
         return StreamGarbage(
             make_error("upstream_garbage", f"endpoint {self._name} (Bedrock): {why}")
         )
 
-    def _message(self, m: eventstream.Message) -> bytes:
+    def _message(self, message: eventstream.Message) -> bytes:
         if self.done:
             return b""
-        mtype = m.header(":message-type")
-        w = self._w
+        mtype = message.header(":message-type")
+        writer = self._writer
         if mtype == "exception":
-            obj = loads(m.payload)
-            msg = str(obj.get("message", "")) if isinstance(obj, dict) else ""
-            self.error = error(self._name, 500, m.header(":exception-type"), msg)
-            return w.error(self.error.message, self.error.error_type, self.error.code)
+            obj = loads(message.payload)
+            error_message = str(obj.get("message", "")) if isinstance(obj, dict) else ""
+            self.error = error(self._name, 500, message.header(":exception-type"), error_message)
+            return writer.error(self.error.message, self.error.error_type, self.error.code)
         if mtype == "error":
-            self.error = error(self._name, 500, m.header(":error-code"), m.header(":error-message"))
-            return w.error(self.error.message, self.error.error_type, self.error.code)
+            self.error = error(
+                self._name, 500, message.header(":error-code"), message.header(":error-message")
+            )
+            return writer.error(self.error.message, self.error.error_type, self.error.code)
         if mtype != "event":
             raise self._garbage(f"unknown event-stream message type {mtype!r}")
-        ev = loads(m.payload)
-        if not isinstance(ev, dict):
+        event = loads(message.payload)
+        if not isinstance(event, dict):
             raise self._garbage("event payload is not JSON")
-        et = m.header(":event-type")
-        if et == "contentBlockDelta":
-            d = ev.get("delta") or {}
-            if "text" in d:
-                return w.content(str(d["text"]))
-            tu = d.get("toolUse")
-            if isinstance(tu, dict):
-                slot = self._blocks.get(int(ev.get("contentBlockIndex", 0)))
+        event_type = message.header(":event-type")
+        if event_type == "contentBlockDelta":
+            delta = event.get("delta") or {}
+            if "text" in delta:
+                return writer.content(str(delta["text"]))
+            tool_use = delta.get("toolUse")
+            if isinstance(tool_use, dict):
+                slot = self._blocks.get(int(event.get("contentBlockIndex", 0)))
                 if slot is not None:
-                    return w.tool_args(slot, str(tu.get("input", "")))
+                    return writer.tool_args(slot, str(tool_use.get("input", "")))
             return b""  # reasoning / citation deltas: no OpenAI equivalent
-        if et == "messageStart":
-            return w.role()
-        if et == "contentBlockStart":
-            tu = (ev.get("start") or {}).get("toolUse")
-            if isinstance(tu, dict):
+        if event_type == "messageStart":
+            return writer.role()
+        if event_type == "contentBlockStart":
+            tool_use = (event.get("start") or {}).get("toolUse")
+            if isinstance(tool_use, dict):
                 slot = len(self._blocks)
-                self._blocks[int(ev.get("contentBlockIndex", 0))] = slot
-                return w.tool_start(slot, str(tu.get("toolUseId")), str(tu.get("name")))
+                self._blocks[int(event.get("contentBlockIndex", 0))] = slot
+                return writer.tool_start(
+                    slot, str(tool_use.get("toolUseId")), str(tool_use.get("name"))
+                )
             return b""
-        if et == "messageStop":
-            self._finish = FINISH.get(str(ev.get("stopReason")), "stop")
+        if event_type == "messageStop":
+            self._finish = FINISH.get(str(event.get("stopReason")), "stop")
             self._stopped = True
-            return w.finish(self._finish)
-        if et == "metadata":
-            u = ev.get("usage")
-            if isinstance(u, dict):
-                self.usage = usage(u).as_openai()
+            return writer.finish(self._finish)
+        if event_type == "metadata":
+            raw_usage = event.get("usage")
+            if isinstance(raw_usage, dict):
+                self.usage = usage(raw_usage).as_openai()
             return self._end()
         return b""  # contentBlockStop and future event types
 
     def _end(self) -> bytes:
         self.done = True
         use = self.usage
-        return (self._w.usage_chunk(use) if use else b"") + DONE
+        return (self._writer.usage_chunk(use) if use else b"") + DONE
 
     def feed(self, chunk: bytes) -> bytes:
-        return b"".join(self._message(m) for m in self._dec.feed(chunk))
+        return b"".join(self._message(message) for message in self._decoder.feed(chunk))
 
     def flush(self) -> bytes:
-        if self._dec.pending:
+        if self._decoder.pending:
             raise self._garbage("stream ended inside an event-stream message")
         if self._stopped and not self.done and self.error is None:
             return self._end()  # messageStop seen, metadata never came
@@ -384,18 +407,21 @@ class BedrockAdapter(TranslatingAdapter):
         opts = cfg.bedrock
         assert opts is not None, "kind bedrock needs a bedrock: block (config validates it)"
         self.region = opts.region
-        mid = quote(cfg.model, safe="")
+        model_id = quote(cfg.model, safe="")
         base = cfg.url.rstrip("/")
-        self.urls = (f"{base}/model/{mid}/converse", f"{base}/model/{mid}/converse-stream")
+        self.urls = (
+            f"{base}/model/{model_id}/converse",
+            f"{base}/model/{model_id}/converse-stream",
+        )
         self._creds: Any = None  # botocore ReadOnlyCredentials (frozen)
         self._source: Any = None  # botocore Credentials (may refresh itself)
         self._task: asyncio.Task[None] | None = None
         if opts.access_key_id and opts.secret_access_key is not None:
             from botocore.credentials import ReadOnlyCredentials
 
-            tok = opts.session_token.get_secret_value() if opts.session_token else None
+            token = opts.session_token.get_secret_value() if opts.session_token else None
             self._creds = ReadOnlyCredentials(
-                opts.access_key_id, opts.secret_access_key.get_secret_value(), tok
+                opts.access_key_id, opts.secret_access_key.get_secret_value(), token
             )
         from botocore.auth import SigV4Auth
 
@@ -432,8 +458,8 @@ class BedrockAdapter(TranslatingAdapter):
         return error_from_http(self.name, status, headers, body)
 
     def stream_start_ok(self, headers: Mapping[str, str], first: bytes) -> bool:
-        ct = header(headers, "Content-Type") or ""
-        if "application/vnd.amazon.eventstream" not in ct or not first:
+        content_type = header(headers, "Content-Type") or ""
+        if "application/vnd.amazon.eventstream" not in content_type or not first:
             return False
         if len(first) < eventstream.PRELUDE:
             return True

@@ -91,8 +91,8 @@ class Chat:
 
     def tool_name(self) -> str | None:
         """The forced tool's name for tool_choice {"type":"function",...}."""
-        tc = self.tool_choice
-        return tc[len("function:") :] if tc and tc.startswith("function:") else None
+        choice = self.tool_choice
+        return choice[len("function:") :] if choice and choice.startswith("function:") else None
 
 
 def _reject(message: str, param: str | None) -> RequestRejected:
@@ -103,22 +103,22 @@ def unsupported(
     obj: dict[str, Any], provider: str, fields: frozenset[str]
 ) -> tuple[str, str] | None:
     """The first field `provider` cannot take (non-default value), as (message, param)."""
-    for k, v in obj.items():
-        if k in CORE or k in fields or v is None:
+    for key, value in obj.items():
+        if key in CORE or key in fields or value is None:
             continue
-        if k in _DEFAULTS and v in _DEFAULTS[k]:
+        if key in _DEFAULTS and value in _DEFAULTS[key]:
             continue
-        return (f"'{k}' is not supported by {provider} endpoints", k)
+        return (f"'{key}' is not supported by {provider} endpoints", key)
     return None
 
 
 def _num(obj: dict[str, Any], key: str) -> float | None:
-    v = obj.get(key)
-    if v is None:
+    value = obj.get(key)
+    if value is None:
         return None
-    if isinstance(v, bool) or not isinstance(v, int | float):
+    if isinstance(value, bool) or not isinstance(value, int | float):
         raise _reject(f"'{key}' must be a number", key)
-    return float(v)
+    return float(value)
 
 
 def _text_of(content: Any, param: str, provider: str, images: bool) -> list[str | Image]:
@@ -130,130 +130,165 @@ def _text_of(content: Any, param: str, provider: str, images: bool) -> list[str 
         raise _reject(f"'{param}' must be a string or a list of content parts", param)
     out: list[str | Image] = []
     for j, part in enumerate(content):
-        p = f"{param}[{j}]"
+        part_param = f"{param}[{j}]"
         if not isinstance(part, dict):
-            raise _reject(f"'{p}' must be a content part object", p)
-        t = part.get("type")
-        if t == "text":
+            raise _reject(f"'{part_param}' must be a content part object", part_param)
+        part_type = part.get("type")
+        if part_type == "text":
             text = part.get("text")
             if not isinstance(text, str):
-                raise _reject(f"'{p}.text' must be a string", f"{p}.text")
+                raise _reject(f"'{part_param}.text' must be a string", f"{part_param}.text")
             out.append(text)
-        elif t == "image_url" and images:
-            iu = part.get("image_url")
-            url = iu.get("url") if isinstance(iu, dict) else iu
+        elif part_type == "image_url" and images:
+            image_url = part.get("image_url")
+            url = image_url.get("url") if isinstance(image_url, dict) else image_url
             if not isinstance(url, str):
-                raise _reject(f"'{p}.image_url.url' must be a string", f"{p}.image_url")
-            m = _DATA_URL.match(url)
-            if m:
+                raise _reject(
+                    f"'{part_param}.image_url.url' must be a string", f"{part_param}.image_url"
+                )
+            data_url_match = _DATA_URL.match(url)
+            if data_url_match:
                 try:
-                    base64.b64decode(m.group(2), validate=True)
+                    base64.b64decode(data_url_match.group(2), validate=True)
                 except ValueError:
-                    raise _reject(f"'{p}.image_url.url' is not valid base64", p) from None
-                out.append(Image(m.group(1), m.group(2), None))
+                    raise _reject(
+                        f"'{part_param}.image_url.url' is not valid base64", part_param
+                    ) from None
+                out.append(Image(data_url_match.group(1), data_url_match.group(2), None))
             elif url.startswith(("http://", "https://", "gs://")):
                 out.append(Image(None, None, url))
             else:
-                raise _reject(f"'{p}.image_url.url' must be a data: or http(s) URL", p)
+                raise _reject(
+                    f"'{part_param}.image_url.url' must be a data: or http(s) URL", part_param
+                )
         else:
-            raise _reject(f"content part type {t!r} is not supported by {provider} endpoints", p)
+            raise _reject(
+                f"content part type {part_type!r} is not supported by {provider} endpoints",
+                part_param,
+            )
     return out
 
 
-def _tool_calls(v: Any, param: str) -> list[ToolCall]:
-    if v is None:
+def _tool_calls(calls: Any, param: str) -> list[ToolCall]:
+    if calls is None:
         return []
-    if not isinstance(v, list):
+    if not isinstance(calls, list):
         raise _reject(f"'{param}' must be a list", param)
     out = []
-    for j, tc in enumerate(v):
-        p = f"{param}[{j}]"
-        fn = tc.get("function") if isinstance(tc, dict) else None
-        if not isinstance(fn, dict) or not isinstance(tc.get("id"), str):
-            raise _reject(f"'{p}' must be {{id, type: function, function: {{name, arguments}}}}", p)
-        name, args = fn.get("name"), fn.get("arguments", "")
+    for j, call in enumerate(calls):
+        call_param = f"{param}[{j}]"
+        function = call.get("function") if isinstance(call, dict) else None
+        if not isinstance(function, dict) or not isinstance(call.get("id"), str):
+            raise _reject(
+                f"'{call_param}' must be {{id, type: function, function: {{name, arguments}}}}",
+                call_param,
+            )
+        name, args = function.get("name"), function.get("arguments", "")
         if not isinstance(name, str) or not isinstance(args, str):
-            raise _reject(f"'{p}.function' needs a string name and arguments", p)
-        out.append(ToolCall(tc["id"], name, args or "{}"))
+            raise _reject(f"'{call_param}.function' needs a string name and arguments", call_param)
+        out.append(ToolCall(call["id"], name, args or "{}"))
     return out
 
 
 def _messages(obj: dict[str, Any], provider: str, images: bool) -> tuple[list[str], list[Message]]:
-    msgs = obj.get("messages")
-    if not isinstance(msgs, list) or not msgs:
+    messages = obj.get("messages")
+    if not isinstance(messages, list) or not messages:
         raise _reject("'messages' must be a non-empty list", "messages")
     system: list[str] = []
     out: list[Message] = []
-    for i, m in enumerate(msgs):
-        p = f"messages[{i}]"
-        if not isinstance(m, dict):
-            raise _reject(f"'{p}' must be an object", p)
-        role = m.get("role")
-        content = m.get("content")
+    for i, message in enumerate(messages):
+        message_param = f"messages[{i}]"
+        if not isinstance(message, dict):
+            raise _reject(f"'{message_param}' must be an object", message_param)
+        role = message.get("role")
+        content = message.get("content")
         if role in ("system", "developer"):
-            parts = _text_of(content, f"{p}.content", provider, images=False)
-            system.append("\n".join(str(x) for x in parts))
+            parts = _text_of(content, f"{message_param}.content", provider, images=False)
+            system.append("\n".join(str(part) for part in parts))
         elif role == "user":
-            out.append(Message("user", _text_of(content, f"{p}.content", provider, images)))
+            out.append(
+                Message("user", _text_of(content, f"{message_param}.content", provider, images))
+            )
         elif role == "assistant":
-            parts = _text_of(content, f"{p}.content", provider, images=False)
-            if m.get("function_call") is not None:
+            parts = _text_of(content, f"{message_param}.content", provider, images=False)
+            if message.get("function_call") is not None:
                 raise _reject(
-                    f"'{p}.function_call' is not supported by {provider} endpoints "
+                    f"'{message_param}.function_call' is not supported by {provider} endpoints "
                     "(use tool_calls)",
-                    f"{p}.function_call",
+                    f"{message_param}.function_call",
                 )
             out.append(
-                Message("assistant", parts, _tool_calls(m.get("tool_calls"), f"{p}.tool_calls"))
+                Message(
+                    "assistant",
+                    parts,
+                    _tool_calls(message.get("tool_calls"), f"{message_param}.tool_calls"),
+                )
             )
         elif role == "tool":
-            tid = m.get("tool_call_id")
-            if not isinstance(tid, str):
-                raise _reject(f"'{p}.tool_call_id' must be a string", f"{p}.tool_call_id")
-            parts = _text_of(content, f"{p}.content", provider, images=False)
-            out.append(Message("tool", parts, tool_call_id=tid))
+            tool_call_id = message.get("tool_call_id")
+            if not isinstance(tool_call_id, str):
+                raise _reject(
+                    f"'{message_param}.tool_call_id' must be a string",
+                    f"{message_param}.tool_call_id",
+                )
+            parts = _text_of(content, f"{message_param}.content", provider, images=False)
+            out.append(Message("tool", parts, tool_call_id=tool_call_id))
         else:
             raise _reject(
-                f"message role {role!r} is not supported by {provider} endpoints", f"{p}.role"
+                f"message role {role!r} is not supported by {provider} endpoints",
+                f"{message_param}.role",
             )
     return system, out
 
 
 def _tools(obj: dict[str, Any], provider: str) -> list[Tool]:
-    v = obj.get("tools")
-    if v is None:
+    tools = obj.get("tools")
+    if tools is None:
         return []
-    if not isinstance(v, list):
+    if not isinstance(tools, list):
         raise _reject("'tools' must be a list", "tools")
     out = []
-    for j, t in enumerate(v):
-        p = f"tools[{j}]"
-        if not isinstance(t, dict) or t.get("type") != "function":
-            kind = t.get("type") if isinstance(t, dict) else None
-            raise _reject(f"tool type {kind!r} is not supported by {provider} endpoints", p)
-        fn = t.get("function")
-        if not isinstance(fn, dict) or not isinstance(fn.get("name"), str):
-            raise _reject(f"'{p}.function.name' must be a string", f"{p}.function")
-        params = fn.get("parameters") or {"type": "object", "properties": {}}
+    for j, tool in enumerate(tools):
+        tool_param = f"tools[{j}]"
+        if not isinstance(tool, dict) or tool.get("type") != "function":
+            kind = tool.get("type") if isinstance(tool, dict) else None
+            raise _reject(
+                f"tool type {kind!r} is not supported by {provider} endpoints", tool_param
+            )
+        function = tool.get("function")
+        if not isinstance(function, dict) or not isinstance(function.get("name"), str):
+            raise _reject(
+                f"'{tool_param}.function.name' must be a string", f"{tool_param}.function"
+            )
+        params = function.get("parameters") or {"type": "object", "properties": {}}
         if not isinstance(params, dict):
-            raise _reject(f"'{p}.function.parameters' must be a JSON schema object", p)
-        desc = fn.get("description")
-        strict = fn.get("strict")
-        out.append(Tool(fn["name"], desc if isinstance(desc, str) else None, params, strict))
+            raise _reject(
+                f"'{tool_param}.function.parameters' must be a JSON schema object", tool_param
+            )
+        description = function.get("description")
+        strict = function.get("strict")
+        out.append(
+            Tool(
+                function["name"],
+                description if isinstance(description, str) else None,
+                params,
+                strict,
+            )
+        )
     return out
 
 
 def _tool_choice(obj: dict[str, Any], tools: list[Tool]) -> str | None:
-    tc = obj.get("tool_choice")
-    if tc is None:
+    choice = obj.get("tool_choice")
+    if choice is None:
         return None
-    if tc in ("auto", "none", "required"):
-        return str(tc)
-    if isinstance(tc, dict) and tc.get("type") == "function":
-        fn = tc.get("function")
-        name = fn.get("name") if isinstance(fn, dict) else None
+    if choice in ("auto", "none", "required"):
+        return str(choice)
+    if isinstance(choice, dict) and choice.get("type") == "function":
+        function = choice.get("function")
+        name = function.get("name") if isinstance(function, dict) else None
         if isinstance(name, str):
-            if name not in {t.name for t in tools}:
+            if name not in {tool.name for tool in tools}:
                 raise _reject(f"tool_choice names {name!r}, which is not in 'tools'", "tool_choice")
             return "function:" + name
     raise _reject(
@@ -263,19 +298,19 @@ def _tool_choice(obj: dict[str, Any], tools: list[Tool]) -> str | None:
 
 
 def _response_format(obj: dict[str, Any]) -> dict[str, Any] | None:
-    rf = obj.get("response_format")
-    if rf is None:
+    response_format = obj.get("response_format")
+    if response_format is None:
         return None
-    t = rf.get("type") if isinstance(rf, dict) else None
-    if t == "text":
+    format_type = response_format.get("type") if isinstance(response_format, dict) else None
+    if format_type == "text":
         return None
-    if t == "json_object":
+    if format_type == "json_object":
         return {"type": "json_object"}
-    if t == "json_schema":
-        js = rf.get("json_schema")
-        if not isinstance(js, dict) or not isinstance(js.get("schema", {}), dict):
+    if format_type == "json_schema":
+        json_schema = response_format.get("json_schema")
+        if not isinstance(json_schema, dict) or not isinstance(json_schema.get("schema", {}), dict):
             raise _reject("'response_format.json_schema' must be {name, schema}", "response_format")
-        return {"type": "json_schema", **js}
+        return {"type": "json_schema", **json_schema}
     raise _reject(
         "'response_format.type' must be text, json_object or json_schema", "response_format"
     )
@@ -288,19 +323,21 @@ def read_chat(
     bad = unsupported(obj, provider, fields)
     if bad is not None:
         raise _reject(*bad)
-    system, msgs = _messages(obj, provider, images)
-    mt_key = (
+    system, messages = _messages(obj, provider, images)
+    max_tokens_key = (
         "max_completion_tokens" if obj.get("max_completion_tokens") is not None else "max_tokens"
     )
-    mt = obj.get(mt_key)
-    if mt is not None and (isinstance(mt, bool) or not isinstance(mt, int) or mt < 1):
-        raise _reject(f"'{mt_key}' must be an integer ≥ 1", mt_key)
+    max_tokens = obj.get(max_tokens_key)
+    if max_tokens is not None and (
+        isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1
+    ):
+        raise _reject(f"'{max_tokens_key}' must be an integer ≥ 1", max_tokens_key)
     stop = obj.get("stop")
     if isinstance(stop, str):
         stops = [stop]
     elif stop is None:
         stops = []
-    elif isinstance(stop, list) and all(isinstance(s, str) for s in stop):
+    elif isinstance(stop, list) and all(isinstance(entry, str) for entry in stop):
         stops = list(stop)
     else:
         raise _reject("'stop' must be a string or a list of strings", "stop")
@@ -311,35 +348,35 @@ def read_chat(
     seed = obj.get("seed")
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
         raise _reject("'seed' must be an integer", "seed")
-    n = obj.get("n") or 1
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+    choice_count = obj.get("n") or 1
+    if isinstance(choice_count, bool) or not isinstance(choice_count, int) or choice_count < 1:
         raise _reject("'n' must be an integer ≥ 1", "n")
-    ptc = obj.get("parallel_tool_calls")
+    parallel_tool_calls = obj.get("parallel_tool_calls")
     return Chat(
         system=system,
-        messages=msgs,
-        max_tokens=mt,
+        messages=messages,
+        max_tokens=max_tokens,
         temperature=_num(obj, "temperature"),
         top_p=_num(obj, "top_p"),
         stop=stops,
         tools=tools,
         tool_choice=_tool_choice(obj, tools),
-        parallel_tool_calls=ptc if isinstance(ptc, bool) else None,
+        parallel_tool_calls=parallel_tool_calls if isinstance(parallel_tool_calls, bool) else None,
         response_format=_response_format(obj),
         user=user,
         seed=seed,
-        n=n,
+        n=choice_count,
         presence_penalty=_num(obj, "presence_penalty"),
         frequency_penalty=_num(obj, "frequency_penalty"),
-        extra={k: obj[k] for k in fields if k in obj and obj[k] is not None},
+        extra={key: obj[key] for key in fields if key in obj and obj[key] is not None},
     )
 
 
 def tool_names(messages: list[Message]) -> dict[str, str]:
     """tool_call_id → function name, from the assistant turns (for providers keyed by name)."""
-    return {tc.id: tc.name for m in messages for tc in m.tool_calls}
+    return {call.id: call.name for message in messages for call in message.tool_calls}
 
 
 def text(parts: list[str | Image]) -> str:
     """The text parts joined (for providers whose turn needs one string)."""
-    return "".join(p for p in parts if isinstance(p, str))
+    return "".join(part for part in parts if isinstance(part, str))

@@ -32,14 +32,14 @@ def loads(body: bytes) -> Any:
 def json_args(arguments: str, param: str, provider: str) -> Any:
     """A tool call's arguments (JSON text) as an object, or RequestRejected."""
     try:
-        v = orjson.loads(arguments or "{}")
+        parsed = orjson.loads(arguments or "{}")
     except orjson.JSONDecodeError:
         raise RequestRejected(
             f"'{param}' must be JSON text ({provider} needs the arguments as an object)", param
         ) from None
-    if not isinstance(v, dict):
+    if not isinstance(parsed, dict):
         raise RequestRejected(f"'{param}' must be a JSON object for {provider}", param)
-    return v
+    return parsed
 
 
 class TranslatingAdapter:
@@ -53,7 +53,7 @@ class TranslatingAdapter:
     def __init__(self, cfg: EndpointConfig) -> None:
         self.cfg = cfg
         self.name = cfg.name
-        self.extra_headers = {k: v.get_secret_value() for k, v in cfg.headers.items()}
+        self.extra_headers = {name: value.get_secret_value() for name, value in cfg.headers.items()}
         self._checked: tuple[dict[str, Any], dict[str, Any]] | None = None
 
     def what(self) -> str:
@@ -93,11 +93,11 @@ class TranslatingAdapter:
 
     def stream_start_ok(self, headers: Mapping[str, str], first: bytes) -> bool:
         """SSE: content type text/event-stream and a first line an SSE field starts."""
-        ct = header(headers, "Content-Type") or ""
+        content_type = header(headers, "Content-Type") or ""
         head = first.lstrip()
         return (
             bool(first)
-            and "text/event-stream" in ct
+            and "text/event-stream" in content_type
             and head.startswith((b"data:", b":", b"event:", b"id:"))
         )
 

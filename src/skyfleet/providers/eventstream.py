@@ -28,19 +28,25 @@ class Message:
     payload: bytes
 
     def header(self, name: str) -> str:
-        v = self.headers.get(name)
-        return v if isinstance(v, str) else ""
+        value = self.headers.get(name)
+        return value if isinstance(value, str) else ""
 
 
 def encode(headers: dict[str, str], payload: bytes) -> bytes:
     """One message with string headers."""
-    hb = bytearray()
-    for k, v in headers.items():
-        kb, vb = k.encode(), v.encode()
-        hb += bytes((len(kb),)) + kb + b"\x07" + struct.pack(">H", len(vb)) + vb
-    total = PRELUDE + len(hb) + len(payload) + 4
-    prelude = _PRE.pack(total, len(hb))
-    head = prelude + _U32.pack(zlib.crc32(prelude)) + bytes(hb) + payload
+    header_bytes = bytearray()
+    for name, value in headers.items():
+        name_bytes, value_bytes = name.encode(), value.encode()
+        header_bytes += (
+            bytes((len(name_bytes),))
+            + name_bytes
+            + b"\x07"
+            + struct.pack(">H", len(value_bytes))
+            + value_bytes
+        )
+    total = PRELUDE + len(header_bytes) + len(payload) + 4
+    prelude = _PRE.pack(total, len(header_bytes))
+    head = prelude + _U32.pack(zlib.crc32(prelude)) + bytes(header_bytes) + payload
     return head + _U32.pack(zlib.crc32(head))
 
 
@@ -64,34 +70,36 @@ def exception(exception_type: str, payload: bytes) -> bytes:
     )
 
 
-def _headers(b: bytes, what: str) -> dict[str, str | int | bool | bytes]:
+def _headers(data: bytes, what: str) -> dict[str, str | int | bool | bytes]:
     out: dict[str, str | int | bool | bytes] = {}
-    i, n = 0, len(b)
+    pos, end = 0, len(data)
     try:
-        while i < n:
-            ln = b[i]
-            name = b[i + 1 : i + 1 + ln].decode()
-            i += 1 + ln
-            t = b[i]
-            i += 1
-            if t in (0, 1):
-                out[name] = t == 0
-            elif t in (6, 7):
-                (vl,) = struct.unpack_from(">H", b, i)
-                raw = b[i + 2 : i + 2 + vl]
-                if len(raw) != vl:
+        while pos < end:
+            name_len = data[pos]
+            name = data[pos + 1 : pos + 1 + name_len].decode()
+            pos += 1 + name_len
+            value_type = data[pos]
+            pos += 1
+            if value_type in (0, 1):
+                out[name] = value_type == 0
+            elif value_type in (6, 7):
+                (value_len,) = struct.unpack_from(">H", data, pos)
+                raw = data[pos + 2 : pos + 2 + value_len]
+                if len(raw) != value_len:
                     raise ValueError("short header value")
-                out[name] = raw.decode() if t == 7 else raw
-                i += 2 + vl
-            elif t in _FIXED:
-                size = _FIXED[t]
-                raw = b[i : i + size]
+                out[name] = raw.decode() if value_type == 7 else raw
+                pos += 2 + value_len
+            elif value_type in _FIXED:
+                size = _FIXED[value_type]
+                raw = data[pos : pos + size]
                 if len(raw) != size:
                     raise ValueError("short header value")
-                out[name] = int.from_bytes(raw, "big", signed=t != 9) if t != 9 else raw
-                i += size
+                out[name] = (
+                    int.from_bytes(raw, "big", signed=value_type != 9) if value_type != 9 else raw
+                )
+                pos += size
             else:
-                raise ValueError(f"unknown header type {t}")
+                raise ValueError(f"unknown header type {value_type}")
     except (IndexError, ValueError, struct.error, UnicodeDecodeError) as e:
         raise _garbage(what, f"bad event-stream header ({e})") from None
     return out

@@ -51,22 +51,22 @@ def _text_blocks(content: Any, param: str) -> str:
         return content
     if isinstance(content, list):
         out = []
-        for j, b in enumerate(content):
-            if not isinstance(b, dict) or b.get("type") != "text":
-                kind = b.get("type") if isinstance(b, dict) else None
+        for j, block in enumerate(content):
+            if not isinstance(block, dict) or block.get("type") != "text":
+                kind = block.get("type") if isinstance(block, dict) else None
                 raise _Bad(
                     f"'{param}[{j}]': only text blocks are supported here, got {kind!r}",
                     f"{param}[{j}]",
                 )
-            out.append(str(b.get("text", "")))
+            out.append(str(block.get("text", "")))
         return "\n".join(out)
     if content is None:
         return ""
     raise _Bad(f"'{param}' must be a string or a list of text blocks", param)
 
 
-def _image(b: dict[str, Any], param: str) -> dict[str, Any]:
-    src = b.get("source") or {}
+def _image(block: dict[str, Any], param: str) -> dict[str, Any]:
+    src = block.get("source") or {}
     if src.get("type") == "base64":
         url = f"data:{src.get('media_type')};base64,{src.get('data')}"
     elif src.get("type") == "url":
@@ -76,44 +76,52 @@ def _image(b: dict[str, Any], param: str) -> dict[str, Any]:
     return {"type": "image_url", "image_url": {"url": url}}
 
 
-def _message(m: Any, i: int) -> list[dict[str, Any]]:
+def _message(turn: Any, i: int) -> list[dict[str, Any]]:
     """One Anthropic turn → one or more OpenAI messages (tool results become tool turns)."""
-    p = f"messages[{i}]"
-    if not isinstance(m, dict) or m.get("role") not in ("user", "assistant"):
-        raise _Bad(f"'{p}' must be an object with role user or assistant", f"{p}.role")
-    role, content = m["role"], m.get("content")
+    turn_param = f"messages[{i}]"
+    if not isinstance(turn, dict) or turn.get("role") not in ("user", "assistant"):
+        raise _Bad(
+            f"'{turn_param}' must be an object with role user or assistant", f"{turn_param}.role"
+        )
+    role, content = turn["role"], turn.get("content")
     if isinstance(content, str):
         return [{"role": role, "content": content}]
     if not isinstance(content, list):
-        raise _Bad(f"'{p}.content' must be a string or a list of content blocks", f"{p}.content")
+        raise _Bad(
+            f"'{turn_param}.content' must be a string or a list of content blocks",
+            f"{turn_param}.content",
+        )
     parts: list[dict[str, Any]] = []
     calls: list[dict[str, Any]] = []
     tools: list[dict[str, Any]] = []
-    for j, b in enumerate(content):
-        bp = f"{p}.content[{j}]"
-        t = b.get("type") if isinstance(b, dict) else None
-        if t == "text":
-            parts.append({"type": "text", "text": str(b.get("text", ""))})
-        elif t == "image" and role == "user":
-            parts.append(_image(b, bp))
-        elif t == "tool_use" and role == "assistant":
-            args = orjson.dumps(b.get("input") or {}).decode()
-            fn = {"name": str(b.get("name")), "arguments": args}
-            calls.append({"id": str(b.get("id")), "type": "function", "function": fn})
-        elif t == "tool_result" and role == "user":
-            text = _text_blocks(b.get("content"), f"{bp}.content")
-            if b.get("is_error"):
+    for j, block in enumerate(content):
+        block_param = f"{turn_param}.content[{j}]"
+        block_type = block.get("type") if isinstance(block, dict) else None
+        if block_type == "text":
+            parts.append({"type": "text", "text": str(block.get("text", ""))})
+        elif block_type == "image" and role == "user":
+            parts.append(_image(block, block_param))
+        elif block_type == "tool_use" and role == "assistant":
+            args = orjson.dumps(block.get("input") or {}).decode()
+            function = {"name": str(block.get("name")), "arguments": args}
+            calls.append({"id": str(block.get("id")), "type": "function", "function": function})
+        elif block_type == "tool_result" and role == "user":
+            text = _text_blocks(block.get("content"), f"{block_param}.content")
+            if block.get("is_error"):
                 text = f"Error: {text}"
             tools.append(
-                {"role": "tool", "tool_call_id": str(b.get("tool_use_id")), "content": text}
+                {"role": "tool", "tool_call_id": str(block.get("tool_use_id")), "content": text}
             )
         else:
-            raise _Bad(f"content block type {t!r} is not supported in {role} turns here", bp)
+            raise _Bad(
+                f"content block type {block_type!r} is not supported in {role} turns here",
+                block_param,
+            )
     out: list[dict[str, Any]] = list(tools)
     if parts or calls or not tools:
         msg: dict[str, Any] = {"role": role}
         if role == "assistant":
-            msg["content"] = "".join(x["text"] for x in parts) or None
+            msg["content"] = "".join(part["text"] for part in parts) or None
             if calls:
                 msg["tool_calls"] = calls
         else:
@@ -124,42 +132,45 @@ def _message(m: Any, i: int) -> list[dict[str, Any]]:
 
 def _tools(obj: dict[str, Any]) -> list[dict[str, Any]]:
     out = []
-    for j, t in enumerate(obj.get("tools") or []):
+    for j, tool in enumerate(obj.get("tools") or []):
         if (
-            not isinstance(t, dict)
-            or "input_schema" not in t
-            or t.get("type") not in (None, "custom")
+            not isinstance(tool, dict)
+            or "input_schema" not in tool
+            or tool.get("type") not in (None, "custom")
         ):
-            kind = t.get("type") if isinstance(t, dict) else None
+            kind = tool.get("type") if isinstance(tool, dict) else None
             raise _Bad(
                 f"tool type {kind!r} is not supported here (client tools only)", f"tools[{j}]"
             )
-        fn: dict[str, Any] = {"name": str(t.get("name")), "parameters": t["input_schema"]}
-        if t.get("description"):
-            fn["description"] = t["description"]
-        out.append({"type": "function", "function": fn})
+        function: dict[str, Any] = {
+            "name": str(tool.get("name")),
+            "parameters": tool["input_schema"],
+        }
+        if tool.get("description"):
+            function["description"] = tool["description"]
+        out.append({"type": "function", "function": function})
     return out
 
 
 def _convert(obj: dict[str, Any]) -> dict[str, Any]:
-    for k in UNSUPPORTED:
-        if obj.get(k) is not None:
-            raise _Bad(f"'{k}' is not supported by this gateway's Messages API", k)
+    for field in UNSUPPORTED:
+        if obj.get(field) is not None:
+            raise _Bad(f"'{field}' is not supported by this gateway's Messages API", field)
     model = obj.get("model")
     if not isinstance(model, str) or not model:
         raise _Bad("'model' is required and must be a string", "model")
-    mt = obj.get("max_tokens")
-    if isinstance(mt, bool) or not isinstance(mt, int) or mt < 1:
+    max_tokens = obj.get("max_tokens")
+    if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
         raise _Bad("'max_tokens' is required and must be an integer ≥ 1", "max_tokens")
-    msgs = obj.get("messages")
-    if not isinstance(msgs, list) or not msgs:
+    turns = obj.get("messages")
+    if not isinstance(turns, list) or not turns:
         raise _Bad("'messages' must be a non-empty list", "messages")
     out_msgs: list[dict[str, Any]] = []
     if obj.get("system") is not None:
         out_msgs.append({"role": "system", "content": _text_blocks(obj["system"], "system")})
-    for i, m in enumerate(msgs):
-        out_msgs.extend(_message(m, i))
-    chat: dict[str, Any] = {"model": model, "messages": out_msgs, "max_tokens": mt}
+    for i, turn in enumerate(turns):
+        out_msgs.extend(_message(turn, i))
+    chat: dict[str, Any] = {"model": model, "messages": out_msgs, "max_tokens": max_tokens}
     for src, dst in (("temperature", "temperature"), ("top_p", "top_p"), ("top_k", "top_k")):
         if obj.get(src) is not None:
             chat[dst] = obj[src]
@@ -168,20 +179,23 @@ def _convert(obj: dict[str, Any]) -> dict[str, Any]:
     tools = _tools(obj)
     if tools:
         chat["tools"] = tools
-    tc = obj.get("tool_choice")
-    if isinstance(tc, dict):
-        t = tc.get("type")
-        if t == "auto":
+    tool_choice = obj.get("tool_choice")
+    if isinstance(tool_choice, dict):
+        choice_type = tool_choice.get("type")
+        if choice_type == "auto":
             chat["tool_choice"] = "auto"
-        elif t == "any":
+        elif choice_type == "any":
             chat["tool_choice"] = "required"
-        elif t == "none":
+        elif choice_type == "none":
             chat["tool_choice"] = "none"
-        elif t == "tool":
-            chat["tool_choice"] = {"type": "function", "function": {"name": tc.get("name")}}
+        elif choice_type == "tool":
+            chat["tool_choice"] = {
+                "type": "function",
+                "function": {"name": tool_choice.get("name")},
+            }
         else:
             raise _Bad("'tool_choice.type' must be auto, any, tool or none", "tool_choice")
-        if tc.get("disable_parallel_tool_use"):
+        if tool_choice.get("disable_parallel_tool_use"):
             chat["parallel_tool_calls"] = False
     meta = obj.get("metadata")
     if isinstance(meta, dict) and meta.get("user_id"):
@@ -190,8 +204,8 @@ def _convert(obj: dict[str, Any]) -> dict[str, Any]:
     if isinstance(fmt, dict):
         if fmt.get("type") != "json_schema":
             raise _Bad("'output_config.format.type' must be json_schema", "output_config")
-        js = {"name": "output", "schema": fmt.get("schema") or {}}
-        chat["response_format"] = {"type": "json_schema", "json_schema": js}
+        json_schema = {"name": "output", "schema": fmt.get("schema") or {}}
+        chat["response_format"] = {"type": "json_schema", "json_schema": json_schema}
     if obj.get("stream"):
         chat["stream"] = True
         chat["stream_options"] = {"include_usage": True}
@@ -206,14 +220,14 @@ def messages_to_chat(obj: dict[str, Any]) -> dict[str, Any] | tuple[str, str]:
         return (e.message, e.param)
 
 
-def _usage(u: Any) -> dict[str, int]:
-    if not isinstance(u, dict):
+def _usage(raw: Any) -> dict[str, int]:
+    if not isinstance(raw, dict):
         return {"input_tokens": 0, "output_tokens": 0}
-    det = u.get("prompt_tokens_details")
+    det = raw.get("prompt_tokens_details")
     cached = int(det.get("cached_tokens") or 0) if isinstance(det, dict) else 0
     return {
-        "input_tokens": int(u.get("prompt_tokens") or 0) - cached,
-        "output_tokens": int(u.get("completion_tokens") or 0),
+        "input_tokens": int(raw.get("prompt_tokens") or 0) - cached,
+        "output_tokens": int(raw.get("completion_tokens") or 0),
         "cache_read_input_tokens": cached,
         "cache_creation_input_tokens": 0,
     }
@@ -226,19 +240,19 @@ def _msg_id() -> str:
 def chat_to_message(body: bytes, model: str) -> bytes:
     """An OpenAI chat.completion JSON → an Anthropic message JSON (first choice)."""
     obj = orjson.loads(body)
-    ch = (obj.get("choices") or [{}])[0]
-    msg = ch.get("message") or {}
+    first_choice = (obj.get("choices") or [{}])[0]
+    msg = first_choice.get("message") or {}
     content: list[dict[str, Any]] = []
     if msg.get("content"):
         content.append({"type": "text", "text": msg["content"]})
-    for tc in msg.get("tool_calls") or []:
-        fn = tc.get("function") or {}
+    for call in msg.get("tool_calls") or []:
+        function = call.get("function") or {}
         try:
-            args = orjson.loads(fn.get("arguments") or "{}")
+            args = orjson.loads(function.get("arguments") or "{}")
         except orjson.JSONDecodeError:
-            args = {"_raw": fn.get("arguments")}
+            args = {"_raw": function.get("arguments")}
         content.append(
-            {"type": "tool_use", "id": tc.get("id"), "name": fn.get("name"), "input": args}
+            {"type": "tool_use", "id": call.get("id"), "name": function.get("name"), "input": args}
         )
     out = {
         "id": _msg_id(),
@@ -246,7 +260,7 @@ def chat_to_message(body: bytes, model: str) -> bytes:
         "role": "assistant",
         "model": model,
         "content": content,
-        "stop_reason": FINISH_TO_STOP.get(str(ch.get("finish_reason")), "end_turn"),
+        "stop_reason": FINISH_TO_STOP.get(str(first_choice.get("finish_reason")), "end_turn"),
         "stop_sequence": None,
         "usage": _usage(obj.get("usage")),
     }
@@ -298,12 +312,12 @@ class ChatToMessagesStream:
         out = self._close()
         self._index += 1
         self._open = key
-        ev = {"type": "content_block_start", "index": self._index, "content_block": block}
-        return out + _sse("content_block_start", ev)
+        event = {"type": "content_block_start", "index": self._index, "content_block": block}
+        return out + _sse("content_block_start", event)
 
     def _delta(self, delta: dict[str, Any]) -> bytes:
-        ev = {"type": "content_block_delta", "index": self._index, "delta": delta}
-        return _sse("content_block_delta", ev)
+        event = {"type": "content_block_delta", "index": self._index, "delta": delta}
+        return _sse("content_block_delta", event)
 
     def _chunk(self, obj: dict[str, Any]) -> bytes:
         out = [self._start()]
@@ -314,31 +328,33 @@ class ChatToMessagesStream:
             return b"".join(out) + _sse("error", body)
         if isinstance(obj.get("usage"), dict):
             self._usage = _usage(obj["usage"])
-        for ch in obj.get("choices") or []:
-            if ch.get("index", 0) != 0:
+        for choice in obj.get("choices") or []:
+            if choice.get("index", 0) != 0:
                 continue
-            d = ch.get("delta") or {}
-            if d.get("content"):
+            delta = choice.get("delta") or {}
+            if delta.get("content"):
                 if self._open != "text":
                     out.append(self._block("text", {"type": "text", "text": ""}))
-                out.append(self._delta({"type": "text_delta", "text": d["content"]}))
-            for tc in d.get("tool_calls") or []:
-                key = f"tool:{tc.get('index', 0)}"
-                fn = tc.get("function") or {}
+                out.append(self._delta({"type": "text_delta", "text": delta["content"]}))
+            for call in delta.get("tool_calls") or []:
+                key = f"tool:{call.get('index', 0)}"
+                function = call.get("function") or {}
                 if self._open != key:
                     block: dict[str, Any] = {
                         "type": "tool_use",
-                        "id": tc.get("id") or f"toolu_{self._index + 1}",
-                        "name": fn.get("name") or "",
+                        "id": call.get("id") or f"toolu_{self._index + 1}",
+                        "name": function.get("name") or "",
                         "input": {},
                     }
                     out.append(self._block(key, block))
-                if fn.get("arguments"):
+                if function.get("arguments"):
                     out.append(
-                        self._delta({"type": "input_json_delta", "partial_json": fn["arguments"]})
+                        self._delta(
+                            {"type": "input_json_delta", "partial_json": function["arguments"]}
+                        )
                     )
-            if ch.get("finish_reason"):
-                self._stop = FINISH_TO_STOP.get(str(ch["finish_reason"]), "end_turn")
+            if choice.get("finish_reason"):
+                self._stop = FINISH_TO_STOP.get(str(choice["finish_reason"]), "end_turn")
                 out.append(self._close())
         return b"".join(out)
 

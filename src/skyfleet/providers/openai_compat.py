@@ -36,15 +36,15 @@ class OpenAIStream(SSERelay):
 
 def with_model(obj: dict[str, Any], model: str, stream: bool, include_usage: bool) -> bytes:
     """The client's body for an OpenAI-format upstream: its model, usage asked for."""
-    o = dict(obj)
-    o["model"] = model
+    body = dict(obj)
+    body["model"] = model
     if stream:
-        o["stream"] = True
+        body["stream"] = True
     if stream and include_usage:
-        so = dict(o.get("stream_options") or {})
-        so["include_usage"] = True
-        o["stream_options"] = so
-    return orjson.dumps(o)
+        stream_options = dict(body.get("stream_options") or {})
+        stream_options["include_usage"] = True
+        body["stream_options"] = stream_options
+    return orjson.dumps(body)
 
 
 def response(what: str, body: bytes) -> tuple[bytes, Usage | None]:

@@ -21,12 +21,12 @@ def usage_from(obj: dict[str, Any] | None) -> Usage | None:
     """Usage from an OpenAI `usage` object (None when absent or malformed)."""
     if not isinstance(obj, dict):
         return None
-    p, c = obj.get("prompt_tokens"), obj.get("completion_tokens")
-    if not isinstance(p, int) or not isinstance(c, int):
+    prompt, completion = obj.get("prompt_tokens"), obj.get("completion_tokens")
+    if not isinstance(prompt, int) or not isinstance(completion, int):
         return None
     det = obj.get("prompt_tokens_details")
     cached = det.get("cached_tokens") if isinstance(det, dict) else None
-    return Usage(p, c, cached if isinstance(cached, int) else None)
+    return Usage(prompt, completion, cached if isinstance(cached, int) else None)
 
 
 def choice(
@@ -113,9 +113,14 @@ class ChunkWriter:
         return self.delta({"content": text}, index)
 
     def tool_start(self, slot: int, call_id: str, name: str, index: int = 0) -> bytes:
-        fn = {"name": name, "arguments": ""}
-        tc: dict[str, Any] = {"index": slot, "id": call_id, "type": "function", "function": fn}
-        return self.delta({"tool_calls": [tc]}, index)
+        function = {"name": name, "arguments": ""}
+        call: dict[str, Any] = {
+            "index": slot,
+            "id": call_id,
+            "type": "function",
+            "function": function,
+        }
+        return self.delta({"tool_calls": [call]}, index)
 
     def tool_args(self, slot: int, fragment: str, index: int = 0) -> bytes:
         return self.delta(

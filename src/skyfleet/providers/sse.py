@@ -37,11 +37,11 @@ class SSEParser:
         out: list[tuple[str | None, bytes]] = []
         start = 0
         while True:
-            nl = buf.find(b"\n", start)
-            if nl < 0:
+            newline = buf.find(b"\n", start)
+            if newline < 0:
                 break
-            line = buf[start:nl]
-            start = nl + 1
+            line = buf[start:newline]
+            start = newline + 1
             if not line:
                 if self._data or self._event is not None:
                     out.append((self._event, b"\n".join(self._data)))
@@ -58,7 +58,7 @@ class SSEParser:
                 self._event = value.decode("utf-8", "replace")
         rest = buf[start:]
         self._buf = rest + b"\r" if keep_cr else rest
-        if len(self._buf) + sum(len(d) for d in self._data) > MAX_EVENT:
+        if len(self._buf) + sum(len(part) for part in self._data) > MAX_EVENT:
             raise StreamGarbage(
                 make_error("upstream_garbage", f"{self._what}: stream event over {MAX_EVENT} bytes")
             )

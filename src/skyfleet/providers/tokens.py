@@ -24,8 +24,8 @@ RETRY_S = (1.0, 2.0, 5.0, 10.0, 30.0)
 
 def refresh_delay(lifetime_s: float) -> float:
     """Seconds after issue at which to refresh a token valid for `lifetime_s`."""
-    at = min(lifetime_s * REFRESH_AT, lifetime_s - MIN_MARGIN_S)
-    return max(at, lifetime_s * 0.5, 0.05)
+    delay = min(lifetime_s * REFRESH_AT, lifetime_s - MIN_MARGIN_S)
+    return max(delay, lifetime_s * 0.5, 0.05)
 
 
 class TokenRefresher:

@@ -81,55 +81,55 @@ def default_url(location: str) -> str:
     return f"https://{location}-aiplatform.googleapis.com"
 
 
-def _part(p: str | Image, where: str) -> dict[str, Any]:
-    if isinstance(p, str):
-        return {"text": p}
-    if p.data is not None:
-        return {"inlineData": {"mimeType": p.media_type, "data": p.data}}
-    mime = mimetypes.guess_type(p.url or "")[0]
+def _part(part: str | Image, where: str) -> dict[str, Any]:
+    if isinstance(part, str):
+        return {"text": part}
+    if part.data is not None:
+        return {"inlineData": {"mimeType": part.media_type, "data": part.data}}
+    mime = mimetypes.guess_type(part.url or "")[0]
     if mime is None:
         raise RequestRejected(
             "Vertex endpoints need an image URL whose file extension gives its type "
             "(or a data: URL)",
             where,
         )
-    return {"fileData": {"mimeType": mime, "fileUri": p.url}}
+    return {"fileData": {"mimeType": mime, "fileUri": part.url}}
 
 
 def _function_response(content: str) -> dict[str, Any]:
     try:
-        v = json.loads(content)
+        parsed = json.loads(content)
     except ValueError:
-        v = None
-    return v if isinstance(v, dict) else {"content": content}
+        parsed = None
+    return parsed if isinstance(parsed, dict) else {"content": content}
 
 
-def contents(msgs: list[Message]) -> list[dict[str, Any]]:
+def contents(chat_messages: list[Message]) -> list[dict[str, Any]]:
     """OpenAI turns → Gemini contents (roles user/model; same-role turns merged)."""
-    names = tool_names(msgs)
+    names = tool_names(chat_messages)
     out: list[dict[str, Any]] = []
-    for i, m in enumerate(msgs):
-        if m.role == "tool":
+    for i, message in enumerate(chat_messages):
+        if message.role == "tool":
             role = "user"
-            name = names.get(m.tool_call_id or "")
+            name = names.get(message.tool_call_id or "")
             if name is None:
                 raise RequestRejected(
                     f"'messages[{i}].tool_call_id' matches no earlier tool call "
                     "(Vertex needs the function's name)",
                     f"messages[{i}].tool_call_id",
                 )
-            resp = _function_response(text(m.parts))
+            resp = _function_response(text(message.parts))
             parts = [{"functionResponse": {"name": name, "response": resp}}]
         else:
-            role = "model" if m.role == "assistant" else "user"
+            role = "model" if message.role == "assistant" else "user"
             parts = [
-                _part(p, f"messages[{i}].content")
-                for p in m.parts
-                if not (isinstance(p, str) and not p)
+                _part(part, f"messages[{i}].content")
+                for part in message.parts
+                if not (isinstance(part, str) and not part)
             ]
-            for j, tc in enumerate(m.tool_calls):
-                args = json_args(tc.arguments, f"messages[{i}].tool_calls[{j}]", "Vertex")
-                parts.append({"functionCall": {"name": tc.name, "args": args}})
+            for j, call in enumerate(message.tool_calls):
+                args = json_args(call.arguments, f"messages[{i}].tool_calls[{j}]", "Vertex")
+                parts.append({"functionCall": {"name": call.name, "args": args}})
         if out and out[-1]["role"] == role:
             out[-1]["parts"].extend(parts)
         else:
@@ -142,8 +142,8 @@ def request_body(chat: Chat) -> dict[str, Any]:
     body: dict[str, Any] = {"contents": contents(chat.messages)}
     if chat.system:
         body["systemInstruction"] = {"parts": [{"text": "\n\n".join(chat.system)}]}
-    gc: dict[str, Any] = {}
-    for key, v in (
+    generation_config: dict[str, Any] = {}
+    for key, value in (
         ("maxOutputTokens", chat.max_tokens),
         ("temperature", chat.temperature),
         ("topP", chat.top_p),
@@ -151,44 +151,47 @@ def request_body(chat: Chat) -> dict[str, Any]:
         ("presencePenalty", chat.presence_penalty),
         ("frequencyPenalty", chat.frequency_penalty),
     ):
-        if v is not None:
-            gc[key] = v
+        if value is not None:
+            generation_config[key] = value
     if "top_k" in chat.extra:
-        gc["topK"] = chat.extra["top_k"]
+        generation_config["topK"] = chat.extra["top_k"]
     if chat.stop:
-        gc["stopSequences"] = chat.stop
+        generation_config["stopSequences"] = chat.stop
     if chat.n != 1:
-        gc["candidateCount"] = chat.n
-    rf = chat.response_format
-    if rf is not None:
-        gc["responseMimeType"] = "application/json"
-        if rf["type"] == "json_schema":
-            gc["responseJsonSchema"] = rf.get("schema", {})
-    if gc:
-        body["generationConfig"] = gc
+        generation_config["candidateCount"] = chat.n
+    response_format = chat.response_format
+    if response_format is not None:
+        generation_config["responseMimeType"] = "application/json"
+        if response_format["type"] == "json_schema":
+            generation_config["responseJsonSchema"] = response_format.get("schema", {})
+    if generation_config:
+        body["generationConfig"] = generation_config
     if chat.tools:
-        decls = []
-        for t in chat.tools:
-            d: dict[str, Any] = {"name": t.name, "parametersJsonSchema": t.parameters}
-            if t.description:
-                d["description"] = t.description
-            decls.append(d)
-        body["tools"] = [{"functionDeclarations": decls}]
+        declarations = []
+        for tool in chat.tools:
+            declaration: dict[str, Any] = {
+                "name": tool.name,
+                "parametersJsonSchema": tool.parameters,
+            }
+            if tool.description:
+                declaration["description"] = tool.description
+            declarations.append(declaration)
+        body["tools"] = [{"functionDeclarations": declarations}]
     mode = {"auto": "AUTO", "none": "NONE", "required": "ANY"}.get(chat.tool_choice or "")
-    fcc: dict[str, Any] | None = {"mode": mode} if mode else None
+    calling_config: dict[str, Any] | None = {"mode": mode} if mode else None
     if chat.tool_name():
-        fcc = {"mode": "ANY", "allowedFunctionNames": [chat.tool_name()]}
-    if fcc is not None:
-        body["toolConfig"] = {"functionCallingConfig": fcc}
+        calling_config = {"mode": "ANY", "allowedFunctionNames": [chat.tool_name()]}
+    if calling_config is not None:
+        body["toolConfig"] = {"functionCallingConfig": calling_config}
     return body
 
 
-def usage(u: Mapping[str, Any]) -> Usage:
+def usage(raw: Mapping[str, Any]) -> Usage:
     """usageMetadata → OpenAI semantics."""
-    cached = u.get("cachedContentTokenCount")
+    cached = raw.get("cachedContentTokenCount")
     return Usage(
-        int(u.get("promptTokenCount") or 0) + int(u.get("toolUsePromptTokenCount") or 0),
-        int(u.get("candidatesTokenCount") or 0) + int(u.get("thoughtsTokenCount") or 0),
+        int(raw.get("promptTokenCount") or 0) + int(raw.get("toolUsePromptTokenCount") or 0),
+        int(raw.get("candidatesTokenCount") or 0) + int(raw.get("thoughtsTokenCount") or 0),
         int(cached) if cached is not None else None,
     )
 
@@ -197,14 +200,14 @@ def _parts_out(cand: dict[str, Any]) -> tuple[str, list[tuple[str, str]]]:
     """(text, [(name, args JSON)]) of one candidate; thought parts are left out."""
     text: list[str] = []
     calls: list[tuple[str, str]] = []
-    for p in (cand.get("content") or {}).get("parts") or []:
-        if not isinstance(p, dict) or p.get("thought"):
+    for part in (cand.get("content") or {}).get("parts") or []:
+        if not isinstance(part, dict) or part.get("thought"):
             continue
-        if "text" in p:
-            text.append(str(p["text"]))
-        fc = p.get("functionCall")
-        if isinstance(fc, dict):
-            calls.append((str(fc.get("name")), orjson.dumps(fc.get("args", {})).decode()))
+        if "text" in part:
+            text.append(str(part["text"]))
+        call = part.get("functionCall")
+        if isinstance(call, dict):
+            calls.append((str(call.get("name")), orjson.dumps(call.get("args", {})).decode()))
     return "".join(text), calls
 
 
@@ -216,20 +219,23 @@ def _finish(reason: Any, has_calls: bool) -> str:
 
 def completion(resp: dict[str, Any], model: str) -> tuple[bytes, Usage | None]:
     """A GenerateContentResponse → chat.completion JSON (one choice per candidate)."""
-    um = resp.get("usageMetadata")
-    use = usage(um) if isinstance(um, dict) else None
+    raw_usage = resp.get("usageMetadata")
+    use = usage(raw_usage) if isinstance(raw_usage, dict) else None
     cands = resp.get("candidates") or []
     if not cands:  # the prompt was blocked: promptFeedback.blockReason
         return chat_completion(
             model=model, choices=[choice(0, "", [], "content_filter")], usage=use
         ), use
     choices = []
-    for i, c in enumerate(cands):
-        text, calls = _parts_out(c)
-        idx = int(c.get("index", i))
-        tcs = [tool_call(f"call_{idx}_{k}", n, a) for k, (n, a) in enumerate(calls)]
-        fin = _finish(c.get("finishReason"), bool(tcs))
-        choices.append(choice(idx, text if text or not tcs else None, tcs, fin))
+    for i, candidate in enumerate(cands):
+        text, calls = _parts_out(candidate)
+        idx = int(candidate.get("index", i))
+        tool_calls = [
+            tool_call(f"call_{idx}_{call_index}", call_name, call_args)
+            for call_index, (call_name, call_args) in enumerate(calls)
+        ]
+        fin = _finish(candidate.get("finishReason"), bool(tool_calls))
+        choices.append(choice(idx, text if text or not tool_calls else None, tool_calls, fin))
     rid = resp.get("responseId")
     rid = f"chatcmpl-{rid}" if isinstance(rid, str) else None
     return chat_completion(model=model, choices=choices, usage=use, rid=rid), use
@@ -256,18 +262,18 @@ def error(name: str, status: int, body: bytes) -> UpstreamError:
     if isinstance(obj, list) and obj:  # non-SSE streams wrap it in a list
         obj = obj[0]
     err = obj.get("error") if isinstance(obj, dict) else None
-    st = str(err.get("status", "")) if isinstance(err, dict) else ""
+    rpc_status = str(err.get("status", "")) if isinstance(err, dict) else ""
     msg = str(err.get("message", "")) if isinstance(err, dict) else ""
-    cause = STATUSES.get(st)
+    cause = STATUSES.get(rpc_status)
     if cause is None:
         cause = cause_of_status(status, throttled="upstream_overloaded")
     where = f"endpoint {name} (Vertex AI)"
-    label = st or str(status)
+    label = rpc_status or str(status)
     if cause == "upstream_overloaded":
         return make_error(
             cause,
             f"{where} is out of capacity ({label}): {msg}",
-            status=503 if st == "UNAVAILABLE" else 429,
+            status=503 if rpc_status == "UNAVAILABLE" else 429,
             retry_after_s=1.0,
             code=label,
         )
@@ -281,7 +287,7 @@ def error(name: str, status: int, body: bytes) -> UpstreamError:
         return make_error(
             cause,
             f"{where} failed ({label}): {msg}",
-            status=504 if st == "DEADLINE_EXCEEDED" else client_status(status),
+            status=504 if rpc_status == "DEADLINE_EXCEEDED" else client_status(status),
             code=label,
         )
     return make_error(cause, f"Vertex AI: {msg or label}", code=label)
@@ -295,10 +301,10 @@ class VertexStream:
         "_calls",
         "_finish",
         "_name",
+        "_raw_usage",
         "_sse",
         "_started",
-        "_use",
-        "_w",
+        "_writer",
         "done",
         "error",
         "usage",
@@ -307,18 +313,18 @@ class VertexStream:
     def __init__(self, name: str, model: str, include_usage: bool) -> None:
         self._name = name
         self._sse = SSEParser(f"endpoint {name} (Vertex AI)")
-        self._w = ChunkWriter(model, include_usage)
+        self._writer = ChunkWriter(model, include_usage)
         self._started: set[int] = set()
         self._calls: dict[int, int] = {}  # candidate → tool calls so far
         self._finish: dict[int, str] = {}
-        self._use: dict[str, Any] | None = None
+        self._raw_usage: dict[str, Any] | None = None
         self.done = False
         self.usage: dict[str, Any] | None = None
         self.error: UpstreamError | None = None
 
     @property
     def events(self) -> int:
-        return self._w.events
+        return self._writer.events
 
     def _event(self, data: bytes) -> bytes:
         if self.done:
@@ -328,33 +334,33 @@ class VertexStream:
             raise StreamGarbage(
                 make_error("upstream_garbage", f"endpoint {self._name} (Vertex AI): bad event")
             )
-        w = self._w
+        writer = self._writer
         if "error" in obj:
             self.error = error(self._name, int((obj["error"] or {}).get("code") or 500), data)
-            return w.error(self.error.message, self.error.error_type, self.error.code)
+            return writer.error(self.error.message, self.error.error_type, self.error.code)
         if isinstance(obj.get("responseId"), str) and not self._started:
-            w.set_id("chatcmpl-" + obj["responseId"])
+            writer.set_id("chatcmpl-" + obj["responseId"])
         if isinstance(obj.get("usageMetadata"), dict):
-            self._use = obj["usageMetadata"]
+            self._raw_usage = obj["usageMetadata"]
         out: list[bytes] = []
         cands = obj.get("candidates") or []
-        for i, c in enumerate(cands):
-            idx = int(c.get("index", i))
+        for i, candidate in enumerate(cands):
+            idx = int(candidate.get("index", i))
             if idx not in self._started:
                 self._started.add(idx)
-                out.append(w.role(idx))
-            text, calls = _parts_out(c)
+                out.append(writer.role(idx))
+            text, calls = _parts_out(candidate)
             if text:
-                out.append(w.content(text, idx))
+                out.append(writer.content(text, idx))
             for name, args in calls:
-                k = self._calls.get(idx, 0)
-                self._calls[idx] = k + 1
-                out.append(w.tool_start(k, f"call_{idx}_{k}", name, idx))
-                out.append(w.tool_args(k, args, idx))
-            if c.get("finishReason"):
-                self._finish[idx] = _finish(c["finishReason"], self._calls.get(idx, 0) > 0)
+                slot = self._calls.get(idx, 0)
+                self._calls[idx] = slot + 1
+                out.append(writer.tool_start(slot, f"call_{idx}_{slot}", name, idx))
+                out.append(writer.tool_args(slot, args, idx))
+            if candidate.get("finishReason"):
+                self._finish[idx] = _finish(candidate["finishReason"], self._calls.get(idx, 0) > 0)
         if not cands and (obj.get("promptFeedback") or {}).get("blockReason"):
-            out.append(w.role(0))
+            out.append(writer.role(0))
             self._finish[0] = "content_filter"
         if self._finish and len(self._finish) >= max(len(self._started), 1):
             out.append(self._end())
@@ -362,19 +368,19 @@ class VertexStream:
 
     def _end(self) -> bytes:
         self.done = True
-        w = self._w
-        out = [w.finish(r, i) for i, r in sorted(self._finish.items())]
-        if self._use is not None:
-            self.usage = usage(self._use).as_openai()
-            out.append(w.usage_chunk(self.usage))
+        writer = self._writer
+        out = [writer.finish(reason, index) for index, reason in sorted(self._finish.items())]
+        if self._raw_usage is not None:
+            self.usage = usage(self._raw_usage).as_openai()
+            out.append(writer.usage_chunk(self.usage))
         out.append(DONE)
         return b"".join(out)
 
     def feed(self, chunk: bytes) -> bytes:
-        return b"".join(self._event(d) for _, d in self._sse.feed(chunk))
+        return b"".join(self._event(data) for _, data in self._sse.feed(chunk))
 
     def flush(self) -> bytes:
-        return b"".join(self._event(d) for _, d in self._sse.flush())
+        return b"".join(self._event(data) for _, data in self._sse.flush())
 
 
 class ServiceAccount:
@@ -383,8 +389,8 @@ class ServiceAccount:
     def __init__(self, path: str) -> None:
         from google.auth import crypt
 
-        with open(path) as f:
-            info = json.load(f)
+        with open(path) as key_file:
+            info = json.load(key_file)
         self.email = str(info["client_email"])
         self.token_uri = str(info.get("token_uri") or "https://oauth2.googleapis.com/token")
         self.signer = crypt.RSASigner.from_service_account_info(info)  # type: ignore[no-untyped-call]
@@ -406,11 +412,11 @@ class ServiceAccount:
 
     async def fetch(self, session: aiohttp.ClientSession) -> tuple[str, float]:
         form = {"grant_type": JWT_GRANT, "assertion": self.assertion()}
-        async with session.post(self.token_uri, data=form) as r:
-            body = loads(await r.read())
-            if r.status != 200 or not isinstance(body, dict) or "access_token" not in body:
+        async with session.post(self.token_uri, data=form) as answer:
+            body = loads(await answer.read())
+            if answer.status != 200 or not isinstance(body, dict) or "access_token" not in body:
                 why = body.get("error") if isinstance(body, dict) else None
-                raise RuntimeError(f"token endpoint answered {r.status} ({why or 'no token'})")
+                raise RuntimeError(f"token endpoint answered {answer.status} ({why or 'no token'})")
         return str(body["access_token"]), float(body.get("expires_in") or 3600)
 
 
@@ -430,8 +436,11 @@ class VertexAdapter(TranslatingAdapter):
             self.fields = frozenset()
             self.urls = (f"{base}/endpoints/{opts.openai_endpoint}/chat/completions",) * 2
         else:
-            m = f"{base}/publishers/{opts.publisher}/models/{cfg.model}"
-            self.urls = (f"{m}:generateContent", f"{m}:streamGenerateContent?alt=sse")
+            model_url = f"{base}/publishers/{opts.publisher}/models/{cfg.model}"
+            self.urls = (
+                f"{model_url}:generateContent",
+                f"{model_url}:streamGenerateContent?alt=sse",
+            )
         self.tokens: TokenRefresher | None = None
 
     def translate(self, obj: dict[str, Any]) -> dict[str, Any]:
@@ -443,11 +452,11 @@ class VertexAdapter(TranslatingAdapter):
         return super().check(api, obj)
 
     def headers(self) -> dict[str, str]:
-        h = {"Content-Type": "application/json", **self.extra_headers}
-        tok = self.tokens.valid() if self.tokens else None
-        if tok:
-            h["Authorization"] = f"Bearer {tok}"
-        return h
+        headers = {"Content-Type": "application/json", **self.extra_headers}
+        token = self.tokens.valid() if self.tokens else None
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        return headers
 
     def build(
         self, api: str, obj: dict[str, Any], *, stream: bool, include_usage: bool
@@ -483,9 +492,9 @@ class VertexAdapter(TranslatingAdapter):
     async def start(self, session: aiohttp.ClientSession) -> None:
         import asyncio
 
-        sa = await asyncio.to_thread(ServiceAccount, self.opts.credentials_file)
-        what = f"endpoint {self.name} (Vertex AI, service account {sa.email})"
-        self.tokens = TokenRefresher(what, lambda: sa.fetch(session))
+        account = await asyncio.to_thread(ServiceAccount, self.opts.credentials_file)
+        what = f"endpoint {self.name} (Vertex AI, service account {account.email})"
+        self.tokens = TokenRefresher(what, lambda: account.fetch(session))
         await self.tokens.start()
 
     async def close(self) -> None:
