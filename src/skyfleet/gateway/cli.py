@@ -21,9 +21,9 @@ def parse_time(text: str | None, now: float | None = None) -> float | None:
     now = time.time() if now is None else now
     if text == "now":
         return now
-    m = _REL.match(text)
-    if m:
-        return now - float(m.group(1)) * _UNIT[m.group(2)]
+    match = _REL.match(text)
+    if match:
+        return now - float(match.group(1)) * _UNIT[match.group(2)]
     try:
         return datetime.fromisoformat(text).timestamp()
     except ValueError:
@@ -58,37 +58,46 @@ def register(app: typer.Typer) -> None:
         from skyfleet.console import make_console, print_warning
 
         cfg = load_config(file)
-        t = Table(title=f"{file}: OK", show_lines=False)
+        table = Table(title=f"{file}: OK", show_lines=False)
         for col in ("model", "endpoint", "kind", "provider", "region", "tier", "capacity", "price"):
-            t.add_column(col)
-        for m in cfg.models:
-            for n in m.endpoints:
-                e = cfg.endpoint(n)
-                pr = e.price
-                if pr.per_hour is not None:
-                    price = f"${pr.per_hour:g}/h"
-                elif pr.per_1m_input_tokens is not None or pr.per_1m_output_tokens is not None:
-                    price = (
-                        f"${pr.per_1m_input_tokens or 0:g}/${pr.per_1m_output_tokens or 0:g}"
+            table.add_column(col)
+        for model in cfg.models:
+            for name in model.endpoints:
+                endpoint = cfg.endpoint(name)
+                price = endpoint.price
+                if price.per_hour is not None:
+                    price_text = f"${price.per_hour:g}/h"
+                elif (
+                    price.per_1m_input_tokens is not None or price.per_1m_output_tokens is not None
+                ):
+                    price_text = (
+                        f"${price.per_1m_input_tokens or 0:g}/${price.per_1m_output_tokens or 0:g}"
                         " per 1M in/out"
                     )
                 else:
-                    price = "-"
-                t.add_row(
-                    m.name, e.name, e.kind, e.provider, e.region, e.tier, str(e.capacity), price
+                    price_text = "-"
+                table.add_row(
+                    model.name,
+                    endpoint.name,
+                    endpoint.kind,
+                    endpoint.provider,
+                    endpoint.region,
+                    endpoint.tier,
+                    str(endpoint.capacity),
+                    price_text,
                 )
-        c = make_console()
-        c.print(t)
-        c.print(
+        console = make_console()
+        console.print(table)
+        console.print(
             f"{len(cfg.providers)} providers, {len(cfg.endpoints)} endpoints, "
             f"{len(cfg.models)} models, {len(cfg.tenants)} tenants"
         )
         if not cfg.tenants:
-            print_warning("no tenants: the gateway accepts requests without a key", c)
-        used = {n for m in cfg.models for n in m.endpoints}
-        for e in cfg.endpoints:
-            if e.name not in used:
-                print_warning(f"endpoint {e.name} is not used by any model", c)
+            print_warning("no tenants: the gateway accepts requests without a key", console)
+        used = {name for model in cfg.models for name in model.endpoints}
+        for endpoint in cfg.endpoints:
+            if endpoint.name not in used:
+                print_warning(f"endpoint {endpoint.name} is not used by any model", console)
 
     keys_app = typer.Typer(help="API keys (stored hashed in the config).", no_args_is_help=True)
     app.add_typer(keys_app, name="keys")
@@ -113,10 +122,10 @@ def register(app: typer.Typer) -> None:
 
         from skyfleet.config import hash_key
 
-        k = key if key is not None else sys.stdin.readline().strip()
-        if not k:
+        key_text = key if key is not None else sys.stdin.readline().strip()
+        if not key_text:
             raise SkyfleetError("no key given (pass it as an argument or on stdin)")
-        typer.echo(hash_key(k))
+        typer.echo(hash_key(key_text))
 
     @app.command("usage")
     def usage_cmd(
@@ -141,25 +150,36 @@ def register(app: typer.Typer) -> None:
         if by not in ("tenant", "provider", "model", "endpoint"):
             raise SkyfleetError(f"--by: expected tenant, provider, model or endpoint, got {by!r}")
         rows = summarize(target.location, since=parse_time(since), until=parse_time(until), by=by)
-        t = Table(title=f"usage by {by}")
+        table = Table(title=f"usage by {by}")
         for col in (by, "requests", "errors", "prompt tok", "completion tok", "cost $"):
-            t.add_column(col, justify="left" if col == by else "right")
-        t.add_column("mean TTFT", justify="right")
-        t.add_column("mean latency", justify="right")
-        tot = [0, 0, 0, 0, 0.0]
-        for r in rows:
-            vals = [r["requests"], r["errors"], r["prompt_tokens"], r["completion_tokens"]]
-            for i, v in enumerate(vals):
-                tot[i] += v or 0
-            tot[4] += r["cost_usd"] or 0.0
-            ttft = f"{r['mean_ttft_s'] * 1e3:.0f} ms" if r["mean_ttft_s"] is not None else "-"
-            lat = f"{r['mean_latency_s'] * 1e3:.0f} ms" if r["mean_latency_s"] is not None else "-"
-            t.add_row(
-                str(r["key"]),
-                *(f"{v or 0:,}" for v in vals),
-                f"{r['cost_usd'] or 0:.4f}",
-                ttft,
-                lat,
+            table.add_column(col, justify="left" if col == by else "right")
+        table.add_column("mean TTFT", justify="right")
+        table.add_column("mean latency", justify="right")
+        totals = [0, 0, 0, 0, 0.0]
+        for row in rows:
+            vals = [row["requests"], row["errors"], row["prompt_tokens"], row["completion_tokens"]]
+            for i, value in enumerate(vals):
+                totals[i] += value or 0
+            totals[4] += row["cost_usd"] or 0.0
+            ttft = f"{row['mean_ttft_s'] * 1e3:.0f} ms" if row["mean_ttft_s"] is not None else "-"
+            latency = (
+                f"{row['mean_latency_s'] * 1e3:.0f} ms"
+                if row["mean_latency_s"] is not None
+                else "-"
             )
-        t.add_row("total", *(f"{v:,}" for v in tot[:4]), f"{tot[4]:.4f}", "", "", style="bold")
-        make_console().print(t)
+            table.add_row(
+                str(row["key"]),
+                *(f"{value or 0:,}" for value in vals),
+                f"{row['cost_usd'] or 0:.4f}",
+                ttft,
+                latency,
+            )
+        table.add_row(
+            "total",
+            *(f"{value:,}" for value in totals[:4]),
+            f"{totals[4]:.4f}",
+            "",
+            "",
+            style="bold",
+        )
+        make_console().print(table)

@@ -42,7 +42,7 @@ class LiveEndpoint:
     @classmethod
     def build(cls, cfg: EndpointConfig) -> LiveEndpoint:
         """A fresh live endpoint for `cfg`."""
-        st = EndpointState(
+        state = EndpointState(
             name=cfg.name,
             provider=cfg.provider,
             tier=cfg.tier,
@@ -50,7 +50,7 @@ class LiveEndpoint:
             model=cfg.model,
             region=cfg.region,
         )
-        endpoint = cls(cfg=cfg, state=st, adapter=build_adapter(cfg))
+        endpoint = cls(cfg=cfg, state=state, adapter=build_adapter(cfg))
         endpoint.configure(cfg)
         return endpoint
 
@@ -60,18 +60,21 @@ class LiveEndpoint:
         if cfg != self.cfg:
             replaced, self.adapter = self.adapter, build_adapter(cfg)
         self.cfg = cfg
-        s = self.state
-        s.provider, s.tier, s.capacity, s.region = cfg.provider, cfg.tier, cfg.capacity, cfg.region
-        s.price_per_hour = cfg.price.per_hour
-        s.price_per_1m_input = cfg.price.per_1m_input_tokens
-        s.price_per_1m_output = cfg.price.per_1m_output_tokens
+        state = self.state
+        state.provider = cfg.provider
+        state.tier = cfg.tier
+        state.capacity = cfg.capacity
+        state.region = cfg.region
+        state.price_per_hour = cfg.price.per_hour
+        state.price_per_1m_input = cfg.price.per_1m_input_tokens
+        state.price_per_1m_output = cfg.price.per_1m_output_tokens
         self.headers = {"Content-Type": "application/json"}
         if cfg.api_key is not None:
             self.headers["Authorization"] = f"Bearer {cfg.api_key.get_secret_value()}"
-        self.headers.update({k: v.get_secret_value() for k, v in cfg.headers.items()})
-        t = cfg.timeouts
+        self.headers.update({name: value.get_secret_value() for name, value in cfg.headers.items()})
+        timeouts = cfg.timeouts
         self.timeout = aiohttp.ClientTimeout(
-            total=t.total_s, sock_connect=t.connect_s, sock_read=t.ttfb_s
+            total=timeouts.total_s, sock_connect=timeouts.connect_s, sock_read=timeouts.ttfb_s
         )
         return replaced
 
@@ -107,27 +110,35 @@ class Fleet:
 
     def apply(self, cfg: FleetConfig) -> None:
         """Swap in `cfg`, keeping live state of unchanged endpoints."""
-        eps: dict[str, LiveEndpoint] = {}
-        for ec in cfg.endpoints:
-            old = self.endpoints.get(ec.name)
-            if old is not None and old.cfg.url == ec.url and old.cfg.model == ec.model:
-                replaced = old.configure(ec)
+        endpoints: dict[str, LiveEndpoint] = {}
+        for endpoint_cfg in cfg.endpoints:
+            old = self.endpoints.get(endpoint_cfg.name)
+            if (
+                old is not None
+                and old.cfg.url == endpoint_cfg.url
+                and old.cfg.model == endpoint_cfg.model
+            ):
+                replaced = old.configure(endpoint_cfg)
                 if replaced is not None:
                     self.adapters_to_close.append(replaced)
                     self.adapters_to_start.append(old.adapter)
-                eps[ec.name] = old
+                endpoints[endpoint_cfg.name] = old
             else:
-                eps[ec.name] = LiveEndpoint.build(ec)
-                self.adapters_to_start.append(eps[ec.name].adapter)
+                endpoints[endpoint_cfg.name] = LiveEndpoint.build(endpoint_cfg)
+                self.adapters_to_start.append(endpoints[endpoint_cfg.name].adapter)
         for name, gone in self.endpoints.items():
-            if eps.get(name) is not gone:
+            if endpoints.get(name) is not gone:
                 self.adapters_to_close.append(gone.adapter)
-        models = {m.name: [eps[n] for n in m.endpoints] for m in cfg.models}
+        models = {model.name: [endpoints[name] for name in model.endpoints] for model in cfg.models}
         self.cfg = cfg
-        self.endpoints = eps
+        self.endpoints = endpoints
         self.models = models
-        self.states = {k: [e.state for e in v] for k, v in models.items()}
-        self.tenants_by_hash = {k: t for t in cfg.tenants for k in t.api_keys}
+        self.states = {
+            name: [endpoint.state for endpoint in members] for name, members in models.items()
+        }
+        self.tenants_by_hash = {
+            key_hash: tenant for tenant in cfg.tenants for key_hash in tenant.api_keys
+        }
         self.admin_hashes = list(cfg.server.admin_api_keys)
 
     @property
@@ -142,5 +153,6 @@ class Fleet:
     def is_admin(self, key: str) -> bool:
         """Whether `key` is an admin key (its digest compared with every admin digest in
         constant time: the time says nothing of which one matched, if any)."""
-        h = hash_key(key)
-        return any([hmac.compare_digest(h, a) for a in self.admin_hashes])  # all, no early exit
+        digest = hash_key(key)
+        # a list, not a generator: every digest is compared, no early exit
+        return any([hmac.compare_digest(digest, admin_hash) for admin_hash in self.admin_hashes])

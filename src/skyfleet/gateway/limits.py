@@ -53,7 +53,7 @@ class AdaptiveLimits:
     def configure(self, cfg: FleetConfig) -> None:
         """Re-read the settings; an endpoint whose capacity changed starts over."""
         self.overload = cfg.overload
-        capacities = {e.name: e.capacity for e in cfg.endpoints}
+        capacities = {endpoint_cfg.name: endpoint_cfg.capacity for endpoint_cfg in cfg.endpoints}
         for name in list(self.endpoints):
             if capacities.get(name) != self.endpoints[name].capacity:
                 del self.endpoints[name]
@@ -69,18 +69,18 @@ class AdaptiveLimits:
         """Whether adaptive limits apply (`overload.enabled` and `adaptive_concurrency`)."""
         return self.overload.enabled and self.overload.adaptive_concurrency
 
-    def _of(self, endpoint: LiveEndpoint) -> _EndpointLimit | None:
+    def _limit_of(self, endpoint: LiveEndpoint) -> _EndpointLimit | None:
         if not self.enabled:
             return None
-        el = self.endpoints.get(endpoint.cfg.name)
-        if el is None:
-            el = self.endpoints[endpoint.cfg.name] = _EndpointLimit(
+        endpoint_limit = self.endpoints.get(endpoint.cfg.name)
+        if endpoint_limit is None:
+            endpoint_limit = self.endpoints[endpoint.cfg.name] = _EndpointLimit(
                 self.overload, endpoint.cfg.capacity
             )
-        return el
+        return endpoint_limit
 
-    def _apply(self, endpoint: LiveEndpoint, el: _EndpointLimit, before: int) -> None:
-        after = el.limit.limit
+    def _apply(self, endpoint: LiveEndpoint, endpoint_limit: _EndpointLimit, before: int) -> None:
+        after = endpoint_limit.limit.limit
         endpoint.state.capacity = min(endpoint.cfg.capacity, after)
         if after != before:
             direction = "down" if after < before else "up"
@@ -90,19 +90,21 @@ class AdaptiveLimits:
 
     def on_latency(self, endpoint: LiveEndpoint, seconds: float) -> None:
         """A time-to-first-byte sample of one attempt on `endpoint`."""
-        el = self._of(endpoint)
-        if el is not None:
-            before = el.limit.limit
-            el.limit.on_sample(time.monotonic(), seconds, endpoint.state.outstanding + 1)
-            self._apply(endpoint, el, before)
+        endpoint_limit = self._limit_of(endpoint)
+        if endpoint_limit is not None:
+            before = endpoint_limit.limit.limit
+            endpoint_limit.limit.on_sample(
+                time.monotonic(), seconds, endpoint.state.outstanding + 1
+            )
+            self._apply(endpoint, endpoint_limit, before)
 
     def on_drop(self, endpoint: LiveEndpoint) -> None:
         """`endpoint` answered 429/503 or timed out: an overload signal for its limit."""
-        el = self._of(endpoint)
-        if el is not None:
-            before = el.limit.limit
-            el.limit.on_drop(time.monotonic(), endpoint.state.outstanding + 1)
-            self._apply(endpoint, el, before)
+        endpoint_limit = self._limit_of(endpoint)
+        if endpoint_limit is not None:
+            before = endpoint_limit.limit.limit
+            endpoint_limit.limit.on_drop(time.monotonic(), endpoint.state.outstanding + 1)
+            self._apply(endpoint, endpoint_limit, before)
 
 
 class _LimitCollector(Collector):
@@ -115,6 +117,6 @@ class _LimitCollector(Collector):
             "Adaptive concurrency limit of the endpoint",
             labels=["endpoint"],
         )
-        for name, el in self._limits.endpoints.items():
-            gauge.add_metric([name], el.limit.limit)
+        for name, endpoint_limit in self._limits.endpoints.items():
+            gauge.add_metric([name], endpoint_limit.limit.limit)
         yield gauge

@@ -37,28 +37,30 @@ class _EndpointCollector(Collector):
         healthy = GaugeMetricFamily(
             "skyfleet_endpoint_healthy", "1 if the endpoint takes traffic", labels=labels
         )
-        cap = GaugeMetricFamily("skyfleet_endpoint_capacity", "Configured capacity", labels=labels)
+        capacity = GaugeMetricFamily(
+            "skyfleet_endpoint_capacity", "Configured capacity", labels=labels
+        )
         waiting = GaugeMetricFamily(
             "skyfleet_endpoint_num_requests_waiting", "Scraped vLLM queue", labels=labels
         )
-        kv = GaugeMetricFamily(
+        kv_cache = GaugeMetricFamily(
             "skyfleet_endpoint_kv_cache_usage", "Scraped vLLM KV-cache usage", labels=labels
         )
-        ej = CounterMetricFamily(
+        ejections = CounterMetricFamily(
             "skyfleet_endpoint_ejections", "Outlier ejections of the endpoint", labels=labels
         )
-        for ep in self.fleet.endpoints.values():
-            s = ep.state
-            lv = [s.name, s.provider, s.tier]
-            inflight.add_metric(lv, s.in_flight)
-            healthy.add_metric(lv, 1.0 if s.healthy else 0.0)
-            cap.add_metric(lv, s.capacity)
-            if s.num_waiting is not None:
-                waiting.add_metric(lv, s.num_waiting)
-            if s.kv_cache_usage is not None:
-                kv.add_metric(lv, s.kv_cache_usage)
-            ej.add_metric(lv, ep.health.total_ejections)
-        yield from (inflight, healthy, cap, waiting, kv, ej)
+        for endpoint in self.fleet.endpoints.values():
+            state = endpoint.state
+            label_values = [state.name, state.provider, state.tier]
+            inflight.add_metric(label_values, state.in_flight)
+            healthy.add_metric(label_values, 1.0 if state.healthy else 0.0)
+            capacity.add_metric(label_values, state.capacity)
+            if state.num_waiting is not None:
+                waiting.add_metric(label_values, state.num_waiting)
+            if state.kv_cache_usage is not None:
+                kv_cache.add_metric(label_values, state.kv_cache_usage)
+            ejections.add_metric(label_values, endpoint.health.total_ejections)
+        yield from (inflight, healthy, capacity, waiting, kv_cache, ejections)
 
 
 @dataclass(slots=True)
@@ -74,53 +76,53 @@ class GatewayMetrics:
     """All metrics the request path updates."""
 
     def __init__(self, fleet: Fleet) -> None:
-        r = self.registry = CollectorRegistry()
+        registry = self.registry = CollectorRegistry()
         self.requests = Counter(
             "skyfleet_requests",
             "Requests by model and final status",
             ["model", "status"],
-            registry=r,
+            registry=registry,
         )
-        self.errors = Counter("skyfleet_errors", "Errors by cause", ["cause"], registry=r)
+        self.errors = Counter("skyfleet_errors", "Errors by cause", ["cause"], registry=registry)
         self.attempts = Counter(
             "skyfleet_upstream_attempts",
             "Upstream attempts by endpoint and outcome",
             ["endpoint", "outcome"],
-            registry=r,
+            registry=registry,
         )
         self.retries = Counter(
-            "skyfleet_retries", "Retries on another endpoint", ["model", "cause"], registry=r
+            "skyfleet_retries", "Retries on another endpoint", ["model", "cause"], registry=registry
         )
         self.retry_budget_exhausted = Counter(
-            "skyfleet_retry_budget_exhausted", "Retries refused by the budget", registry=r
+            "skyfleet_retry_budget_exhausted", "Retries refused by the budget", registry=registry
         )
         self.spillovers = Counter(
             "skyfleet_spillovers",
             "Requests served beyond the first tier",
             ["model", "tier"],
-            registry=r,
+            registry=registry,
         )
         self.ttft = Histogram(
             "skyfleet_ttft_seconds",
             "Time to first token (streams)",
             ["model"],
             buckets=_LAT_BUCKETS,
-            registry=r,
+            registry=registry,
         )
         self.latency = Histogram(
             "skyfleet_request_duration_seconds",
             "End-to-end latency",
             ["model"],
             buckets=_LAT_BUCKETS,
-            registry=r,
+            registry=registry,
         )
         self.tokens = Counter(
-            "skyfleet_tokens", "Tokens by model and kind", ["model", "kind"], registry=r
+            "skyfleet_tokens", "Tokens by model and kind", ["model", "kind"], registry=registry
         )
         self.reloads = Counter(
-            "skyfleet_config_reloads", "Config reloads by result", ["result"], registry=r
+            "skyfleet_config_reloads", "Config reloads by result", ["result"], registry=registry
         )
-        r.register(_EndpointCollector(fleet))
+        registry.register(_EndpointCollector(fleet))
         self._per_model: dict[str, _ModelSeries] = {}
 
     def observe(self, record: UsageRecord) -> None:

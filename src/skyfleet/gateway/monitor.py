@@ -19,20 +19,20 @@ TICK_S = 0.25
 def parse_vllm_metrics(text: str) -> tuple[float | None, float | None]:
     """(sum of vllm:num_requests_waiting, max of vllm:kv_cache_usage_perc) from /metrics."""
     waiting: float | None = None
-    kv: float | None = None
+    kv_cache: float | None = None
     for line in text.splitlines():
         if not line.startswith("vllm:"):
             continue
         name = line.split("{", 1)[0].split(" ", 1)[0]
         try:
-            val = float(line.rsplit(" ", 1)[-1])
+            value = float(line.rsplit(" ", 1)[-1])
         except ValueError:
             continue
         if name == "vllm:num_requests_waiting":
-            waiting = (waiting or 0.0) + val
+            waiting = (waiting or 0.0) + value
         elif name in ("vllm:kv_cache_usage_perc", "vllm:gpu_cache_usage_perc"):
-            kv = val if kv is None else max(kv, val)
-    return waiting, kv
+            kv_cache = value if kv_cache is None else max(kv_cache, value)
+    return waiting, kv_cache
 
 
 class Monitor:
@@ -50,27 +50,27 @@ class Monitor:
 
     async def stop(self) -> None:
         """Stop the loop and any probe in progress."""
-        tasks = [t for t in (self._task, *self._running) if t is not None]
-        for t in tasks:
-            t.cancel()
-        for t in tasks:
+        tasks = [task for task in (self._task, *self._running) if task is not None]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
-                await t
+                await task
 
     async def _loop(self) -> None:
         while True:
             fleet = self.fleet
             now = time.monotonic()
-            hc, rc = fleet.cfg.health, fleet.cfg.routing
+            health_cfg, routing_cfg = fleet.cfg.health, fleet.cfg.routing
             for endpoint in fleet.endpoints.values():
                 if endpoint.adapter.probe() is None:  # a cloud API: passive ejection only
                     self._end_probation(fleet, endpoint, now)
                     continue
                 if now >= endpoint.next_probe or endpoint.health.on_probation(now):
-                    endpoint.next_probe = now + hc.probe_interval_s
+                    endpoint.next_probe = now + health_cfg.probe_interval_s
                     self._spawn(self._probe(fleet, endpoint))
-                if rc.scrape_interval_s > 0 and now >= endpoint.next_scrape:
-                    endpoint.next_scrape = now + rc.scrape_interval_s
+                if routing_cfg.scrape_interval_s > 0 and now >= endpoint.next_scrape:
+                    endpoint.next_scrape = now + routing_cfg.scrape_interval_s
                     self._spawn(self._scrape(endpoint))
             await asyncio.sleep(TICK_S)
 
@@ -84,43 +84,45 @@ class Monitor:
             log.warning("endpoint %s is back after its ejection", endpoint.cfg.name)
 
     def _spawn(self, coro: object) -> None:
-        t: asyncio.Task[None] = asyncio.create_task(coro)  # type: ignore[arg-type]
-        self._running.add(t)
-        t.add_done_callback(self._running.discard)
+        task: asyncio.Task[None] = asyncio.create_task(coro)  # type: ignore[arg-type]
+        self._running.add(task)
+        task.add_done_callback(self._running.discard)
 
-    async def _probe(self, fleet: Fleet, ep: LiveEndpoint) -> None:
-        hc = fleet.cfg.health
+    async def _probe(self, fleet: Fleet, endpoint: LiveEndpoint) -> None:
+        health_cfg = fleet.cfg.health
         ok = False
         try:
             async with self._session.get(
-                ep.cfg.base_url + hc.probe_path,
-                headers=ep.headers,
-                timeout=aiohttp.ClientTimeout(total=hc.probe_timeout_s),
-            ) as r:
-                await r.read()
-                ok = r.status < 500
+                endpoint.cfg.base_url + health_cfg.probe_path,
+                headers=endpoint.headers,
+                timeout=aiohttp.ClientTimeout(total=health_cfg.probe_timeout_s),
+            ) as answer:
+                await answer.read()
+                ok = answer.status < 500
         except (aiohttp.ClientError, TimeoutError, OSError):
             ok = False
-        was = ep.state.healthy
-        ep.health.on_probe(ok, time.monotonic(), hc)
-        ep.state.healthy = ep.health.routable(time.monotonic())
-        if was != ep.state.healthy:
-            log.warning("endpoint %s is %s (probe)", ep.cfg.name, "up" if ok else "down")
+        was = endpoint.state.healthy
+        endpoint.health.on_probe(ok, time.monotonic(), health_cfg)
+        endpoint.state.healthy = endpoint.health.routable(time.monotonic())
+        if was != endpoint.state.healthy:
+            log.warning("endpoint %s is %s (probe)", endpoint.cfg.name, "up" if ok else "down")
 
-    async def _scrape(self, ep: LiveEndpoint) -> None:
+    async def _scrape(self, endpoint: LiveEndpoint) -> None:
         try:
             async with self._session.get(
-                ep.cfg.base_url + "/metrics",
-                headers=ep.headers,
+                endpoint.cfg.base_url + "/metrics",
+                headers=endpoint.headers,
                 timeout=aiohttp.ClientTimeout(total=2.0),
-            ) as r:
-                if r.status != 200:
+            ) as answer:
+                if answer.status != 200:
                     return
-                text = await r.text()
+                text = await answer.text()
         except (aiohttp.ClientError, TimeoutError, OSError, UnicodeDecodeError):
             return
-        waiting, kv = parse_vllm_metrics(text)
-        if waiting is None and kv is None:
+        waiting, kv_cache = parse_vllm_metrics(text)
+        if waiting is None and kv_cache is None:
             return
-        s = ep.state
-        s.num_waiting, s.kv_cache_usage, s.scraped_at = waiting, kv, time.monotonic()
+        state = endpoint.state
+        state.num_waiting = waiting
+        state.kv_cache_usage = kv_cache
+        state.scraped_at = time.monotonic()

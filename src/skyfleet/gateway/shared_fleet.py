@@ -53,7 +53,7 @@ log = logging.getLogger("skyfleet.gateway.shared_fleet")
 
 KEY_PREFIX = "skyfleet:fleet:{fleet}:"  # one hash tag: the four keys share a cluster slot
 REPLICAS, LOAD, TOTALS, EJECTIONS = (
-    KEY_PREFIX + k for k in ("replicas", "load", "totals", "ejections")
+    KEY_PREFIX + suffix for suffix in ("replicas", "load", "totals", "ejections")
 )
 MIN_TTL_S = 2.0  # a replica's numbers live at least this long without a new exchange
 BUDGET = ("~requests", "~retries")  # budget fields next to the endpoints ("~" starts no name)
@@ -128,15 +128,15 @@ class _PeerLoadCollector(Collector):
         self.fleet = fleet
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
-        g = GaugeMetricFamily(
+        gauge = GaugeMetricFamily(
             "skyfleet_endpoint_peer_in_flight",
             "Requests other gateway replicas have open on the endpoint (last exchange)",
             labels=["endpoint", "provider", "tier"],
         )
-        for ep in self.fleet.endpoints.values():
-            s = ep.state
-            g.add_metric([s.name, s.provider, s.tier], s.peer_in_flight)
-        yield g
+        for endpoint in self.fleet.endpoints.values():
+            state = endpoint.state
+            gauge.add_metric([state.name, state.provider, state.tier], state.peer_in_flight)
+        yield gauge
 
 
 class SharedFleet:
@@ -222,15 +222,15 @@ class SharedFleet:
         endpoints = self.fleet.endpoints
         budget = self.budget()
         sent = time.monotonic()
-        own = {name: ep.state.in_flight for name, ep in endpoints.items()}
+        own = {name: endpoint.state.in_flight for name, endpoint in endpoints.items()}
         own.update(zip(BUDGET, budget.own_totals(sent), strict=True))
         args: list[str | float] = [self.name, max(MIN_TTL_S, 4 * self.period_s())]
         args.append(orjson.dumps(own).decode())
         published: list[tuple[str, float]] = []
-        for name, ep in endpoints.items():
-            until = ep.health.ejected_until
+        for name, endpoint in endpoints.items():
+            until = endpoint.health.ejected_until
             if until is not None and until > sent and self._known.get(name) != until:
-                args += [name, f"{until - sent:.6f}", ep.health.ejections_in_a_row]
+                args += [name, f"{until - sent:.6f}", endpoint.health.ejections_in_a_row]
                 published.append((name, until))
         try:
             keys = [REPLICAS, LOAD, TOTALS, EJECTIONS]
@@ -254,8 +254,8 @@ class SharedFleet:
             field: max(0, int(total) - own.get(field, 0))
             for field, total in zip(totals[::2], totals[1::2], strict=True)
         }
-        for name, ep in self.fleet.endpoints.items():
-            ep.state.peer_in_flight = others.get(name, 0)
+        for name, endpoint in self.fleet.endpoints.items():
+            endpoint.state.peer_in_flight = others.get(name, 0)
         budget.peers = (others.get(BUDGET[0], 0), others.get(BUDGET[1], 0))
         self.peers.set(peers)
         self._sharing = True
@@ -267,21 +267,21 @@ class SharedFleet:
         never extends it by more than that."""
         now = time.monotonic()
         for i in range(0, len(ejections) - 2, 3):
-            ep = self.fleet.endpoints.get(ejections[i])
-            if ep is None:
+            endpoint = self.fleet.endpoints.get(ejections[i])
+            if endpoint is None:
                 continue
-            health = ep.health
+            health = endpoint.health
             was_out = health.ejected_until is not None and health.ejected_until > now
             until = sent + float(ejections[i + 1])
             if not health.adopt_ejection(until, int(ejections[i + 2]), now):
                 continue
-            self._known[ep.cfg.name] = until
+            self._known[endpoint.cfg.name] = until
             if not was_out:
-                ep.state.healthy = health.routable(now)
+                endpoint.state.healthy = health.routable(now)
                 self.ejections.labels("adopted").inc()
                 log.warning(
                     "endpoint %s ejected for %.1fs by another gateway replica",
-                    ep.cfg.name,
+                    endpoint.cfg.name,
                     until - now,
                 )
 
@@ -290,7 +290,7 @@ class SharedFleet:
         if not self._sharing:
             return
         self._sharing = False
-        for ep in self.fleet.endpoints.values():
-            ep.state.peer_in_flight = 0
+        for endpoint in self.fleet.endpoints.values():
+            endpoint.state.peer_in_flight = 0
         self.budget().peers = (0, 0)
         self.peers.set(0)

@@ -154,8 +154,8 @@ def _keys(tenant: str, day: int) -> list[str]:
     return [f"{base}:req", f"{base}:tok", f"{base}:conc", f"{base}:spend:{day}"]
 
 
-def _gcra_args(g: Gcra | None) -> list[float]:
-    return [0.0, 0.0] if g is None else [g.interval, g.tau]
+def _gcra_args(gcra: Gcra | None) -> list[float]:
+    return [0.0, 0.0] if gcra is None else [gcra.interval, gcra.tau]
 
 
 Verdict = list[Any] | None
@@ -241,12 +241,12 @@ class SharedCharge(TenantLimiter):
         if self._settled:
             return
         self._settled = True
-        m = self._mirror
-        if m.requests is not None:
-            m.requests.adjust(now, -1.0)
-        if m.tokens is not None:
-            m.tokens.adjust(now, -charge.tokens)
-        self._store.settle(self._tenant, m.limits, -1.0, -charge.tokens, self._slot, 0.0)
+        mirror = self._mirror
+        if mirror.requests is not None:
+            mirror.requests.adjust(now, -1.0)
+        if mirror.tokens is not None:
+            mirror.tokens.adjust(now, -charge.tokens)
+        self._store.settle(self._tenant, mirror.limits, -1.0, -charge.tokens, self._slot, 0.0)
 
 
 class SharedLimits:
@@ -290,10 +290,10 @@ class SharedLimits:
     # ---- deciding -----------------------------------------------------------------------
     def mirror(self, tenant: str, limits: TenantLimits) -> TenantLimiter:
         """The tenant's local copy of the shared state (for headers), rebuilt on a change."""
-        m = self._mirrors.get(tenant)
-        if m is None or m.limits != limits:
-            m = self._mirrors[tenant] = TenantLimiter(limits)
-        return m
+        mirror = self._mirrors.get(tenant)
+        if mirror is None or mirror.limits != limits:
+            mirror = self._mirrors[tenant] = TenantLimiter(limits)
+        return mirror
 
     def headers(self, tenant: str, local: TenantLimiter) -> dict[str, str]:
         """`x-ratelimit-*` values: the shared state, or the local limiter's while Redis is down."""
@@ -322,7 +322,9 @@ class SharedLimits:
         try:
             verdict = await asyncio.shield(answer)
         except asyncio.CancelledError:  # the client left: undo the charge once it lands
-            answer.add_done_callback(lambda f: self._undo(f, tenant, limits, est_tokens, slot))
+            answer.add_done_callback(
+                lambda future: self._undo(future, tenant, limits, est_tokens, slot)
+            )
             raise
         if verdict is None:
             return local
@@ -332,10 +334,10 @@ class SharedLimits:
         self, tenant: str, limits: TenantLimits, verdict: Verdict, est: float, slot: str
     ) -> SharedCharge:
         assert verdict is not None
-        ok, rwait, twait, cblock, bblock = verdict
-        m = self.mirror(tenant, limits)
+        allowed, rwait, twait, cblock, bblock = verdict
+        mirror = self.mirror(tenant, limits)
         now = time.time()
-        if int(ok):
+        if int(allowed):
             if slot:
                 self._slots.setdefault(tenant, set()).add(slot)
             decision = RateDecision(True, 0.0, None, None, Charge(est, counted_concurrency=True))
@@ -345,20 +347,20 @@ class SharedLimits:
                 waits.append((CONCURRENCY_RETRY_S, "concurrency"))
             if int(bblock):
                 waits.append(((math.floor(now / DAY_S) + 1) * DAY_S - now, "budget"))
-            blocking = [(w, r) for w, r in waits if w > 0.0] or [
-                (MIN_RETRY_S, "tokens" if m.requests is None else "requests")
+            blocking = [(seconds, limit) for seconds, limit in waits if seconds > 0.0] or [
+                (MIN_RETRY_S, "tokens" if mirror.requests is None else "requests")
             ]
             wait, reason = max(blocking)  # (a wait below 1 µs prints as 0: still a refusal)
-            decision = RateDecision(False, max(wait, MIN_RETRY_S), reason, m.state(now))
-        return SharedCharge(self, tenant, m, decision, est, slot)
+            decision = RateDecision(False, max(wait, MIN_RETRY_S), reason, mirror.state(now))
+        return SharedCharge(self, tenant, mirror, decision, est, slot)
 
     @staticmethod
-    def _sync(m: TenantLimiter, shift: float, rtat: str, ttat: str) -> None:
+    def _sync(mirror: TenantLimiter, shift: float, rtat: str, ttat: str) -> None:
         """Copy Redis's TATs into the mirror, shifted from Redis's clock to ours."""
-        if m.requests is not None:
-            m.requests.tat = float(rtat) + shift
-        if m.tokens is not None:
-            m.tokens.tat = float(ttat) + shift
+        if mirror.requests is not None:
+            mirror.requests.tat = float(rtat) + shift
+        if mirror.tokens is not None:
+            mirror.tokens.tat = float(ttat) + shift
 
     # ---- corrections --------------------------------------------------------------------
     def settle(
@@ -386,9 +388,14 @@ class SharedLimits:
         self._kick(tenant, lane)
 
     def _undo(
-        self, f: asyncio.Future[Verdict], tenant: str, limits: TenantLimits, est: float, slot: str
+        self,
+        future: asyncio.Future[Verdict],
+        tenant: str,
+        limits: TenantLimits,
+        est: float,
+        slot: str,
     ) -> None:
-        verdict = None if f.cancelled() else f.result()
+        verdict = None if future.cancelled() else future.result()
         if verdict is None or not int(verdict[0]):
             return
         self.settle(tenant, limits, -1.0, -est, slot, 0.0)
@@ -425,9 +432,9 @@ class SharedLimits:
 
     async def _run(self, tenant: str, lane: _Lane, batch: _Batch) -> None:
         limits = lane.limits
-        m = self.mirror(tenant, limits)
+        mirror = self.mirror(tenant, limits)
         day = math.floor(time.time() / DAY_S)
-        args: list[str | float] = [*_gcra_args(m.requests), *_gcra_args(m.tokens)]
+        args: list[str | float] = [*_gcra_args(mirror.requests), *_gcra_args(mirror.tokens)]
         args += [limits.max_concurrency or 0]
         args += [-1.0 if limits.daily_budget_usd is None else limits.daily_budget_usd]
         args += [self.slot_ttl_s, batch.req_delta, batch.tok_delta, batch.cost, len(batch.free)]
@@ -440,7 +447,7 @@ class SharedLimits:
             except Exception as e:
                 self.link.failed("acquire" if batch.asks else "settle", e)
                 return
-            self._sync(m, time.time() - float(rnow), rtat, ttat)
+            self._sync(mirror, time.time() - float(rnow), rtat, ttat)
             for ask, result in zip(batch.asks, results, strict=True):
                 ask.answer.set_result(result)
         finally:

@@ -56,11 +56,11 @@ class SSERelay:
 
     def _scan(self, complete: bytes) -> bytes:
         out: list[bytes] = []
-        for ev in complete.split(b"\n\n")[:-1]:
+        for event in complete.split(b"\n\n")[:-1]:
             keep = True
-            if b'"usage"' in ev:
+            if b'"usage"' in event:
                 payload = b"".join(
-                    line[5:].lstrip() for line in ev.split(b"\n") if line.startswith(b"data:")
+                    line[5:].lstrip() for line in event.split(b"\n") if line.startswith(b"data:")
                 )
                 try:
                     obj = orjson.loads(payload)
@@ -71,7 +71,7 @@ class SSERelay:
                     if self.strip_usage and not obj.get("choices"):
                         keep = False
             if keep:
-                out.append(ev + b"\n\n")
+                out.append(event + b"\n\n")
                 self.events += 1
         return b"".join(out)
 
