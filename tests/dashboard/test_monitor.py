@@ -17,7 +17,7 @@ def _eps(status_b: str = "up") -> tuple[EndpointState, ...]:
 
 def _sample(t: float, a: float, g: float, **kw: object) -> GatewaySample:
     return GatewaySample(
-        t=t,
+        scraped_at=t,
         endpoints=kw.pop("endpoints", _eps()),  # type: ignore[arg-type]
         requests={"a0": a, "g0": g},
         ttft_sum={"azure": a * 0.1, "gcp": g * 0.3},
@@ -76,7 +76,7 @@ def test_series_smooths_over_a_window_and_old_samples_expire() -> None:
         m.add(_sample(i * 0.5, a=5.0 * i, g=0.0))  # 10 req/s to azure
     ser = m.series(1e9, smooth_s=2.0)
     assert ser["rps"]["azure"][-1] == pytest.approx(10.0)
-    assert m.samples[-1].t - m.samples[0].t <= 10.0
+    assert m.samples[-1].scraped_at - m.samples[0].scraped_at <= 10.0
     assert len(ser["t"]) == len(ser["rps"]["gcp"]) == len(ser["retries_per_s"])
 
 

@@ -20,7 +20,9 @@ class CountingSource:
     async def sample(self) -> GatewaySample:
         self.n += 1
         ep = EndpointState("a0", "azure", capacity=4)
-        return GatewaySample(t=1000.0 + self.n, endpoints=(ep,), requests={"a0": 10.0 * self.n})
+        return GatewaySample(
+            scraped_at=1000.0 + self.n, endpoints=(ep,), requests={"a0": 10.0 * self.n}
+        )
 
 
 async def _client(on: list[bool]) -> TestClient[web.Request, web.Application]:

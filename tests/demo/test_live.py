@@ -39,7 +39,9 @@ def test_renders_providers_clients_and_the_outage() -> None:
         )
         for i in range(3):
             demo.monitor.add(
-                GatewaySample(t=100.0 + i, endpoints=eps, requests={"a0": 5.0 * i}, retries=i)
+                GatewaySample(
+                    scraped_at=100.0 + i, endpoints=eps, requests={"a0": 5.0 * i}, retries=i
+                )
             )
         r = RequestResult(0, "critical", 0.0, 0.0)
         r.ttft, r.e2e = 0.1, 0.5
@@ -66,7 +68,7 @@ def _busy(demo: Demo) -> None:
     for i in range(3):
         demo.monitor.add(
             GatewaySample(
-                t=100.0 + i, endpoints=eps, requests={"a0": 99999.0 * i}, retries=12345 * i
+                scraped_at=100.0 + i, endpoints=eps, requests={"a0": 99999.0 * i}, retries=12345 * i
             )
         )
     for _ in range(3):

@@ -102,7 +102,7 @@ def sample_from(
     totals = ledger or LedgerTotals()
     shed = samples.sum_by("priority", *SHED)
     return GatewaySample(
-        t=scraped_at,
+        scraped_at=scraped_at,
         endpoints=states,
         requests=requests,
         errors=errors,

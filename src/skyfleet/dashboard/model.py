@@ -34,7 +34,7 @@ class EndpointState:
 class GatewaySample:
     """One scrape of the gateway: gauges as they are, counters cumulative since start."""
 
-    t: float
+    scraped_at: float  # wall-clock time of the scrape
     endpoints: tuple[EndpointState, ...] = ()
     requests: dict[str, float] = field(default_factory=dict)  # per endpoint, answered
     errors: dict[str, float] = field(default_factory=dict)  # per endpoint, failed attempts

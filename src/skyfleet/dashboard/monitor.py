@@ -18,7 +18,7 @@ from skyfleet.dashboard.model import PRIORITIES, TIERS, EndpointState, GatewaySa
 class HealthEvent:
     """An endpoint's status changed between two samples."""
 
-    t: float
+    seen_at: float  # the scrape time of the sample that showed the change
     endpoint: str
     provider: str
     before: str
@@ -48,12 +48,12 @@ class FleetMonitor:
     def add(self, sample: GatewaySample) -> None:
         """Append one sample (older than the last one is ignored)."""
         previous = self.samples[-1] if self.samples else None
-        if previous is not None and sample.t <= previous.t:
+        if previous is not None and sample.scraped_at <= previous.scraped_at:
             return
         if self.started is None:
-            self.started = sample.t
+            self.started = sample.scraped_at
         if previous is not None:
-            interval_s = sample.t - previous.t
+            interval_s = sample.scraped_at - previous.scraped_at
             price_per_hour = sum(endpoint.price_per_hour for endpoint in sample.endpoints)
             self.fleet_cost += price_per_hour * interval_s / 3600.0
             before = {endpoint.name: endpoint.status for endpoint in previous.endpoints}
@@ -62,11 +62,15 @@ class FleetMonitor:
                 if old is not None and old != endpoint.status:
                     self.events.append(
                         HealthEvent(
-                            sample.t, endpoint.name, endpoint.provider, old, endpoint.status
+                            sample.scraped_at,
+                            endpoint.name,
+                            endpoint.provider,
+                            old,
+                            endpoint.status,
                         )
                     )
         self.samples.append(sample)
-        while self.samples and sample.t - self.samples[0].t > self.keep_s:
+        while self.samples and sample.scraped_at - self.samples[0].scraped_at > self.keep_s:
             self.samples.popleft()
 
     # -- queries ------------------------------------------------------------------------
@@ -77,8 +81,8 @@ class FleetMonitor:
     def _window(self, seconds: float) -> list[GatewaySample]:
         if not self.samples:
             return []
-        end = self.samples[-1].t
-        return [sample for sample in self.samples if end - sample.t <= seconds]
+        end = self.samples[-1].scraped_at
+        return [sample for sample in self.samples if end - sample.scraped_at <= seconds]
 
     def rates(self, seconds: float = 10.0) -> dict[str, Any]:
         """Per-endpoint and per-provider rates over the last `seconds` (first vs last sample)."""
@@ -90,7 +94,7 @@ class FleetMonitor:
         if len(window) < 2:
             return out
         first, last = window[0], window[-1]
-        span_s = last.t - first.t
+        span_s = last.scraped_at - first.scraped_at
         answered = _by_key_delta(last.requests, first.requests)
         failed = _by_key_delta(last.errors, first.errors)
         provider_of = {endpoint.name: endpoint.provider for endpoint in last.endpoints}
@@ -131,11 +135,13 @@ class FleetMonitor:
         start = 0
         for index in range(1, len(window)):
             sample = window[index]
-            while start + 1 < index and sample.t - window[start + 1].t >= smooth_s:
+            while (
+                start + 1 < index and sample.scraped_at - window[start + 1].scraped_at >= smooth_s
+            ):
                 start += 1
             base = window[start]
-            span_s = sample.t - base.t
-            out["t"].append(round(sample.t, 3))
+            span_s = sample.scraped_at - base.scraped_at
+            out["t"].append(round(sample.scraped_at, 3))
             provider_of = {endpoint.name: endpoint.provider for endpoint in sample.endpoints}
             rps = dict.fromkeys(providers, 0.0)
             for name, count in _by_key_delta(sample.requests, base.requests).items():
@@ -176,7 +182,7 @@ class FleetMonitor:
             provider["actual_share"] = round(rps / total_rps, 4) if total_rps > 0 else 0.0
         return {
             "ready": True,
-            "now": last.t,
+            "now": last.scraped_at,
             "started": self.started,
             "window_s": seconds,
             "tiers": {
@@ -187,7 +193,7 @@ class FleetMonitor:
             "series": self.series(seconds),
             "totals": self._totals(last),
             "events": [
-                {"t": event.t, "endpoint": event.endpoint, "provider": event.provider}
+                {"t": event.seen_at, "endpoint": event.endpoint, "provider": event.provider}
                 | {"from": event.before, "to": event.after}
                 for event in list(self.events)[-30:]
             ],
@@ -260,5 +266,5 @@ class FleetMonitor:
             "up_cost_per_hour": round(
                 sum(endpoint.price_per_hour for endpoint in last.endpoints if endpoint.healthy), 4
             ),
-            "elapsed_s": round(last.t - first.t, 3),
+            "elapsed_s": round(last.scraped_at - first.scraped_at, 3),
         }

@@ -126,20 +126,20 @@ def summarize(run: DemoRun) -> Summary:
     if outage.down_at is not None:
         gone: dict[str, float] = {}
         for event in monitor.events:
-            if event.endpoint in mine and event.after != "up" and event.t >= outage.down_at:
-                gone.setdefault(event.endpoint, event.t)
+            if event.endpoint in mine and event.after != "up" and event.seen_at >= outage.down_at:
+                gone.setdefault(event.endpoint, event.seen_at)
         if mine and set(gone) == mine:
             failover = max(gone.values()) - outage.down_at
     if outage.up_at is not None:
         back: dict[str, float] = {}
         for event in monitor.events:
-            if event.endpoint in mine and event.after == "up" and event.t >= outage.up_at:
-                back.setdefault(event.endpoint, event.t)
+            if event.endpoint in mine and event.after == "up" and event.seen_at >= outage.up_at:
+                back.setdefault(event.endpoint, event.seen_at)
         if mine and set(back) == mine:
             recovery = max(back.values()) - outage.up_at
         prev = None
         for sample in monitor.samples:
-            if sample.t < outage.up_at:
+            if sample.scraped_at < outage.up_at:
                 prev = sample
                 continue
             if prev is not None:
@@ -147,7 +147,7 @@ def summarize(run: DemoRun) -> Summary:
                     sample.requests.get(name, 0.0) - prev.requests.get(name, 0.0) for name in mine
                 )
                 if served > 0:
-                    serving = sample.t - outage.up_at
+                    serving = sample.scraped_at - outage.up_at
                     break
             prev = sample
     window = (
@@ -227,7 +227,7 @@ def summarize(run: DemoRun) -> Summary:
         errors=log.errors(),
         events=[
             {
-                "t_s": round(event.t - load_start, 2),
+                "t_s": round(event.seen_at - load_start, 2),
                 "endpoint": event.endpoint,
                 "provider": event.provider,
             }
