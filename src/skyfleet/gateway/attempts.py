@@ -53,6 +53,7 @@ from skyfleet.providers import (
 log = logging.getLogger("skyfleet.gateway")
 
 SOCKET_BUFFER_BYTES = 16384  # Linux's default TCP send buffer: a body this small never blocks
+_STREAM_STATUS = {Outcome.OK: 200, Outcome.CLIENT_DISCONNECTED: 499}  # else 502
 API_PATHS = {
     "chat": "/chat/completions",
     "completions": "/completions",
@@ -428,7 +429,7 @@ class PlainAttempts:
                 opened.upstream.release()
             else:
                 opened.upstream.close()
-        status = {Outcome.OK: 200, Outcome.CLIENT_DISCONNECTED: 499}.get(outcome, 502)
+        status = _STREAM_STATUS.get(outcome, 502)
         return Answer(out, outcome, status)
 
     async def _relay(
