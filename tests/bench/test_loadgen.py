@@ -69,6 +69,19 @@ async def test_errors_and_timeouts_are_counted_never_hang(flaky_echo: EchoServer
     assert s.completed + s.failed == 35
 
 
+async def test_a_stream_cut_short_is_a_failure_not_a_short_answer() -> None:
+    """A stream that ends with [DONE] but never gave a finish_reason was cut by the server
+    (llama-cpp-python does that when another request arrives): counted as failed, not as a
+    one-token answer that would pull TPOT and output throughput down."""
+    with EchoServer("--cut-every", "3") as cutting:
+        t = await _target(cutting.url)
+        rr = await run_load(t, SyntheticRequests(8, 4), Load(concurrency=3, num_requests=30))
+    s = rr.summary()
+    assert s.errors == {"cut_stream": 10} and s.completed == 20
+    assert s.mean_output_tokens == 4
+    assert "finish_reason" in s.error_examples["cut_stream"]
+
+
 async def test_stop_event_gives_partial_results(echo: EchoServer) -> None:
     t = await _target(echo.url)
     stop = asyncio.Event()

@@ -91,7 +91,7 @@ def test_synthetic_prompts_are_sized_in_tokens_and_ask_for_exact_outputs() -> No
     assert len(a.prompt or "") == 300 * CHARS_PER_TOKEN
     assert a.prompt != b.prompt
     body = build_body(a, model="m", api="chat", stream=True)
-    assert body["max_tokens"] == 50 and body["ignore_eos"] is True
+    assert body["max_tokens"] == 50 and body["ignore_eos"] is True and body["min_tokens"] == 50
     assert body["stream_options"] == {"include_usage": True}
     assert body["messages"][0]["content"] == a.prompt
     body = build_body(a, model="m", api="completions", stream=False)

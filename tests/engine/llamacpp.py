@@ -86,6 +86,10 @@ def start_llama(
         str(n_ctx),
         "--verbose",
         "False",
+        # Its default ends an answer in progress ([DONE], no finish_reason) as soon as another
+        # request waits; a server behind a gateway must finish what it accepted.
+        "--interrupt_requests",
+        "False",
     ]
     with os.fdopen(fd, "wb") as f:
         proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT)

@@ -10,6 +10,7 @@ from typing import Any
 import aiohttp
 
 from skyfleet.bench.loadgen import Target
+from skyfleet.bench.workload import exact_length
 from skyfleet.errors import SkyfleetError
 
 
@@ -82,7 +83,7 @@ async def preflight(target: Target, *, timeout_s: float = 10.0) -> tuple[Target,
         tgt = replace(target, model=model)
         body: dict[str, Any] = {"model": model, "max_tokens": 1}
         if target.ignore_eos:  # as the load will send it
-            body["ignore_eos"] = True
+            body.update(exact_length(1))
         if target.api == "chat":
             body["messages"] = [{"role": "user", "content": "ping"}]
         else:
@@ -113,11 +114,12 @@ async def preflight(target: Target, *, timeout_s: float = 10.0) -> tuple[Target,
             raise SkyfleetError(
                 f"{tgt.endpoint} does not exist (HTTP 404: {_msg(text)}); try --api {other}"
             )
-        if status == 400 and "ignore_eos" in text:
+        if status == 400 and ("ignore_eos" in text or "min_tokens" in text):
             raise SkyfleetError(
-                f"{tgt.endpoint} refuses 'ignore_eos' (HTTP 400: {_msg(text)}): a cloud API "
-                "cannot be told to generate exactly --output tokens; rerun with --no-ignore-eos "
-                "(output lengths are then the model's own, up to --output)"
+                f"{tgt.endpoint} refuses 'ignore_eos'/'min_tokens' (HTTP 400: {_msg(text)}): "
+                "a cloud API cannot be told to generate exactly --output tokens; "
+                "rerun with --no-ignore-eos (output lengths are then the model's own, "
+                "up to --output)"
             )
         if status != 200:
             raise SkyfleetError(

@@ -29,7 +29,8 @@ _TIMEOUT = typer.Option(120.0, "--timeout", help="per-request timeout, s")
 _IGNORE_EOS = typer.Option(
     True,
     "--ignore-eos/--no-ignore-eos",
-    help="ask for exactly --output tokens (vLLM, SGLang; cloud APIs refuse it)",
+    help="ask for exactly --output tokens with ignore_eos + min_tokens (vLLM, SGLang, "
+    "llama.cpp; cloud APIs refuse them)",
 )
 
 

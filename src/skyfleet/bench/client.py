@@ -15,6 +15,11 @@ from skyfleet.bench.metrics import RequestResult
 from skyfleet.bench.workload import CHARS_PER_TOKEN
 
 _DONE = b"[DONE]"
+CUT_STREAM = (
+    "the stream ended with data: [DONE] but no choice ever had a finish_reason: the server cut "
+    "it short (llama-cpp-python's server does so to an answer in progress when another request "
+    "arrives, unless started with --interrupt_requests False)"
+)
 
 
 def _content(obj: dict[str, Any]) -> str:
@@ -104,7 +109,7 @@ async def _read_stream(resp: aiohttp.ClientResponse, res: RequestResult, start: 
     buf = b""
     last = 0.0
     chunks = 0
-    done = False
+    done = finished = False
     async for data in resp.content.iter_any():
         t = now()
         buf += data
@@ -124,6 +129,7 @@ async def _read_stream(resp: aiohttp.ClientResponse, res: RequestResult, start: 
                 res.error, res.detail = "stream_error", str(obj["error"])[:2000]
             if obj.get("usage"):
                 _usage(res, obj)
+            finished = finished or any(c.get("finish_reason") for c in obj.get("choices") or ())
             if _content(obj):
                 if chunks == 0:
                     res.ttft = t - start
@@ -135,6 +141,8 @@ async def _read_stream(resp: aiohttp.ClientResponse, res: RequestResult, start: 
         res.output_tokens = chunks
     if res.error is None and not done:
         res.error, res.detail = "incomplete_stream", "the stream ended without data: [DONE]"
+    elif res.error is None and not finished:
+        res.error, res.detail = "cut_stream", CUT_STREAM
 
 
 async def send_fast(

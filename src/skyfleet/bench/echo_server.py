@@ -4,7 +4,9 @@ Not an engine: it answers at once (or after fixed delays) so a benchmark measure
 generator, not the server. Run: `python -m skyfleet.bench.echo_server --port 0` (prints
 `listening on http://127.0.0.1:PORT`). Options: `--api-key` (else 401), `--token-delay-ms`
 between streamed tokens, `--ttft-ms`, `--fail-every N` (HTTP 500), `--hang-every N` (never
-answers). Supports keep-alive, chat and completions, streaming (chunked SSE) and not.
+answers), `--cut-every N` (the stream ends with `[DONE]` after one token and no
+finish_reason, as llama-cpp-python's server cuts an answer when another request arrives).
+Supports keep-alive, chat and completions, streaming (chunked SSE) and not.
 """
 
 from __future__ import annotations
@@ -100,12 +102,16 @@ class EchoProtocol(asyncio.Protocol):
             b"Transfer-Encoding: chunked\r\n\r\n"
         )
         key = "delta" if chat else "text"
+        cut = bool(cfg.cut_every and n % cfg.cut_every == 0 and out > 1)
 
         def event(i: int) -> None:
             if self.tr.is_closing():
                 return
-            if i < out:
-                c: dict[str, Any] = {"index": 0}
+            if cut and i == 1:
+                self.tr.write(_chunk(b"data: [DONE]\n\n") + b"0\r\n\r\n")
+            elif i < out:
+                last = "length" if i == out - 1 else None
+                c: dict[str, Any] = {"index": 0, "finish_reason": last}
                 c |= {"delta": {"content": " tok"}} if key == "delta" else {"text": " tok"}
                 self.tr.write(_chunk(b"data: " + json.dumps({"choices": [c]}).encode() + b"\n\n"))
                 loop.call_later(cfg.token_delay_ms / 1e3, event, i + 1)
@@ -174,6 +180,7 @@ def main() -> None:
     ap.add_argument("--ttft-ms", type=float, default=0.0)
     ap.add_argument("--fail-every", type=int, default=0)
     ap.add_argument("--hang-every", type=int, default=0)
+    ap.add_argument("--cut-every", type=int, default=0)
     cfg = ap.parse_args()
     import resource
 

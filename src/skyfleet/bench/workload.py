@@ -3,7 +3,8 @@
 Prompts are sized with the emulator's token approximation (about 4 characters per
 token, see docs/emulator.md); the server's reported `usage` is what the metrics use when
 present. Every request asks for exactly its output length with `max_tokens` plus
-`ignore_eos` (honoured by vLLM and the emulator).
+`ignore_eos` (vLLM, SGLang, llama.cpp's server, the emulator) and `min_tokens` (vLLM,
+llama-cpp-python's server, which ignores `ignore_eos`).
 """
 
 from __future__ import annotations
@@ -314,6 +315,11 @@ def _load_jsonl(path: Path) -> list[dict[str, Any]]:
     return rows
 
 
+def exact_length(tokens: int) -> dict[str, Any]:
+    """The fields that make an engine generate exactly `tokens` (no early end of sequence)."""
+    return {"ignore_eos": True, "min_tokens": tokens}
+
+
 def build_body(
     spec: RequestSpec, *, model: str, api: str, stream: bool, ignore_eos: bool = True
 ) -> dict[str, Any]:
@@ -329,7 +335,7 @@ def build_body(
     if spec.output_tokens is not None:
         body["max_tokens"] = int(spec.output_tokens)
         if ignore_eos:
-            body["ignore_eos"] = True
+            body.update(exact_length(int(spec.output_tokens)))
     if stream:
         body["stream"] = True
         body["stream_options"] = {"include_usage": True}
