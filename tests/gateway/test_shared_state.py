@@ -447,6 +447,61 @@ async def test_the_totals_drop_a_stopped_replica_at_once_and_a_crashed_one_after
         own.stop()
 
 
+async def test_a_replica_back_from_an_ejection_does_not_adopt_the_same_one_again() -> None:
+    """Redis holds an ejection a round trip longer than the replicas that made or adopted it
+    (its clock read it later). A replica whose probe brings the endpoint back before Redis's
+    copy expires must not read it back as a new ejection (seen on a busy machine: a replica
+    showed the endpoint healthy, then sent nothing to it); a later, new ejection is adopted."""
+    own = RedisServer()
+    doc = {
+        "server": {"redis_url": own.url},
+        "health": {"probe_interval_s": 5.0, "base_ejection_s": 30.0},
+        "providers": [{"name": "p"}],
+        "endpoints": [
+            {"name": "e0", "provider": "p", "url": "http://127.0.0.1:9/v1", "model": "m"}
+        ],
+        "models": [{"name": "chat", "endpoints": ["e0"]}],
+    }
+    cfg = parse_config(doc)
+    stores = []
+    for _ in range(2):
+        fleet = Fleet(cfg)
+        link = RedisLink(own.url, CollectorRegistry())
+        await link.start()
+        budget = retry_budget(cfg.routing)
+        stores.append((fleet, SharedFleet(fleet, link, lambda b=budget: b, CollectorRegistry())))
+    (fa, a), (fb, b) = stores
+    try:
+        health_a, health_b = fa.endpoints["e0"].health, fb.endpoints["e0"].health
+        now = time.monotonic()
+        for _ in range(cfg.health.consecutive_failures):
+            health_a.on_failure(now, cfg.health)
+        first = health_a.ejected_until
+        assert first is not None
+        await a.exchange()  # published
+        await b.exchange()  # adopted
+        assert health_b.ejected_until is not None
+        for fleet, store in stores:  # each probe brings e0 back when its own copy expires
+            health = fleet.endpoints["e0"].health
+            assert health.ejected_until is not None
+            health.on_probe(True, health.ejected_until, cfg.health)
+            fleet.endpoints["e0"].state.healthy = True
+            await store.exchange()  # Redis still holds the ejection: read back, not adopted
+            assert health.ejected_until is None and fleet.endpoints["e0"].state.healthy
+        for _ in range(cfg.health.consecutive_failures):  # a new ejection, made by a
+            health_a.on_failure(first + 1.0, cfg.health)
+        second = health_a.ejected_until
+        assert second is not None and second > first + 10
+        await a.exchange()
+        await b.exchange()
+        assert health_b.ejected_until == pytest.approx(second, abs=0.05)
+        assert not fb.endpoints["e0"].state.healthy
+    finally:
+        for _, s in stores:
+            await s.link.close()
+        own.stop()
+
+
 async def test_the_retry_budget_is_one_for_the_fleet(tmp_path: Path) -> None:
     """A budget floor of 2 retries per window, ratio 0: two retries through A use it up for
     B too, so B's failure is answered instead of retried (without Redis B would retry)."""

@@ -263,16 +263,24 @@ class SharedFleet:
     def _adopt(self, ejections: list[str], sent: float) -> None:
         """Adopt live ejections. `sent + left` never exceeds Redis's expiry (Redis read its
         clock after `sent`), which is the publisher's plus its one-way delay: an ejection
-        ends within a round trip of the same moment everywhere, and re-reading one's own
-        never extends it by more than that."""
+        ends within a round trip of the same moment everywhere. One already known (published
+        or adopted here) is not adopted again: its expiry read back can be a round trip
+        later than ours, and a replica whose probe brought the endpoint back in between
+        would eject it once more."""
         now = time.monotonic()
+        same = min(OP_TIMEOUT_S, self.fleet.cfg.health.base_ejection_s / 2)
         for i in range(0, len(ejections) - 2, 3):
             endpoint = self.fleet.endpoints.get(ejections[i])
             if endpoint is None:
                 continue
+            until = sent + float(ejections[i + 1])
+            known = self._known.get(endpoint.cfg.name)
+            if known is not None and until <= known + same:
+                # one this process made or adopted, read back through Redis's later clock:
+                # once its probe has brought the endpoint back, it must not eject it again
+                continue
             health = endpoint.health
             was_out = health.ejected_until is not None and health.ejected_until > now
-            until = sent + float(ejections[i + 1])
             if not health.adopt_ejection(until, int(ejections[i + 2]), now):
                 continue
             self._known[endpoint.cfg.name] = until
