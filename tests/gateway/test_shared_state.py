@@ -25,7 +25,7 @@ import yaml
 from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client import CollectorRegistry
 
-from skyfleet.config import parse_config
+from skyfleet.config import FleetConfig, parse_config
 from skyfleet.emulator.metrics import metric, parse_metrics
 from skyfleet.emulator.process import EmulatorProcess
 from skyfleet.errors import SkyfleetError
@@ -380,6 +380,20 @@ def test_a_hung_redis_delays_requests_by_one_timeout_at_most(
         own.stop()
 
 
+async def _stores(
+    cfg: FleetConfig, url: str, registries: list[CollectorRegistry]
+) -> list[tuple[Fleet, SharedFleet]]:
+    """One fleet and its shared store per registry, each on its own link to `url`."""
+    stores = []
+    for registry in registries:
+        fleet = Fleet(cfg)
+        link = RedisLink(url, CollectorRegistry())
+        await link.start()
+        budget = retry_budget(cfg.routing)
+        stores.append((fleet, SharedFleet(fleet, link, lambda b=budget: b, registry)))
+    return stores
+
+
 async def test_the_totals_drop_a_stopped_replica_at_once_and_a_crashed_one_after_its_ttl() -> None:
     """Three stores on one Redis, exchanging by hand: each sees the sum of the others'
     in-flight counts; one that stops leaves the sum at the next exchange, one that vanishes
@@ -397,15 +411,8 @@ async def test_the_totals_drop_a_stopped_replica_at_once_and_a_crashed_one_after
         "models": [{"name": "chat", "endpoints": ["e0", "e1"]}],
     }
     cfg = parse_config(doc)
-    stores = []
     registry = CollectorRegistry()  # c's
-    for i in range(3):
-        fleet = Fleet(cfg)
-        link = RedisLink(own.url, CollectorRegistry())
-        await link.start()
-        budget = retry_budget(cfg.routing)
-        reg = registry if i == 2 else CollectorRegistry()
-        stores.append((fleet, SharedFleet(fleet, link, lambda b=budget: b, reg)))
+    stores = await _stores(cfg, own.url, [CollectorRegistry(), CollectorRegistry(), registry])
     (fa, a), (fb, b), (fc, c) = stores
     try:
         fa.endpoints["e0"].state.in_flight = 5
@@ -463,13 +470,7 @@ async def test_a_replica_back_from_an_ejection_does_not_adopt_the_same_one_again
         "models": [{"name": "chat", "endpoints": ["e0"]}],
     }
     cfg = parse_config(doc)
-    stores = []
-    for _ in range(2):
-        fleet = Fleet(cfg)
-        link = RedisLink(own.url, CollectorRegistry())
-        await link.start()
-        budget = retry_budget(cfg.routing)
-        stores.append((fleet, SharedFleet(fleet, link, lambda b=budget: b, CollectorRegistry())))
+    stores = await _stores(cfg, own.url, [CollectorRegistry(), CollectorRegistry()])
     (fa, a), (fb, b) = stores
     try:
         health_a, health_b = fa.endpoints["e0"].health, fb.endpoints["e0"].health
