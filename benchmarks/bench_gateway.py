@@ -30,6 +30,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -430,6 +431,52 @@ def show(res: dict[str, Any], summary: dict[str, Any], a: argparse.Namespace) ->
         )
 
 
+def measure_in_tmp(
+    measure: Callable[[argparse.Namespace, Path], dict[str, Any]],
+    a: argparse.Namespace,
+    prefix: str,
+) -> tuple[dict[str, Any], float, dict[str, Any]]:
+    """Run `measure(a, tmp)` in a temp dir that is removed after; Ctrl-C, SIGTERM and SIGHUP
+    stop it (every process it started is stopped). The machine, start time and result."""
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # even if inherited as ignored
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, _on_signal)
+    info = machine()
+    t_start = time.time()
+    tmp = Path(tempfile.mkdtemp(prefix=prefix))
+    try:
+        res = measure(a, tmp)
+    except KeyboardInterrupt:
+        sys.exit("interrupted: every process started was stopped")
+    except Stop as e:
+        sys.exit(f"stopped by {e}: every process started was stopped")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return info, t_start, res
+
+
+def write_result(
+    out: Path,
+    script: str,
+    info: dict[str, Any],
+    t_start: float,
+    a: argparse.Namespace,
+    **fields: Any,
+) -> None:
+    """The results JSON: command, machine, start, elapsed, args, then `fields`."""
+    doc = {
+        "command": " ".join([".venv/bin/python", f"benchmarks/{script}", *sys.argv[1:]]),
+        "machine": info,
+        "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t_start)),
+        "elapsed_s": time.time() - t_start,
+        "args": vars(a),
+        **fields,
+    }
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(doc, indent=2))
+    print(f"wrote {out} ({doc['elapsed_s']:.0f} s)")
+
+
 def machine() -> dict[str, Any]:
     lscpu = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
     names = [ln.split(":", 1)[1].strip() for ln in lscpu.splitlines() if "Model name" in ln]
@@ -469,37 +516,22 @@ def main() -> None:
     ap.add_argument("--litellm-venv", default=str(HERE / ".venv-litellm"))
     ap.add_argument("--out", default=str(RESULTS))
     a = ap.parse_args()
-    signal.signal(signal.SIGINT, signal.default_int_handler)  # even if inherited as ignored
-    for sig in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, _on_signal)
-    info = machine()
-    t_start = time.time()
-    tmp = Path(tempfile.mkdtemp(prefix="skyfleet-bench-gw-"))
-    try:
-        res = measure(a, tmp)
-    except KeyboardInterrupt:
-        sys.exit("interrupted: every process started was stopped")
-    except Stop as e:
-        sys.exit(f"stopped by {e}: every process started was stopped")
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    info, t_start, res = measure_in_tmp(measure, a, "skyfleet-bench-gw-")
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"partial": True, **res}, indent=2))  # kept if summarising fails
     summary = summarize(res)
     show(res, summary, a)
-    doc = {
-        "command": " ".join([".venv/bin/python", "benchmarks/bench_gateway.py", *sys.argv[1:]]),
-        "machine": info,
-        "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t_start)),
-        "elapsed_s": time.time() - t_start,
-        "args": vars(a),
-        "litellm_version": None if a.skip_litellm else litellm_setup.LITELLM_VERSION,
-        "summary": summary,
+    write_result(
+        out,
+        "bench_gateway.py",
+        info,
+        t_start,
+        a,
+        litellm_version=None if a.skip_litellm else litellm_setup.LITELLM_VERSION,
+        summary=summary,
         **res,
-    }
-    out.write_text(json.dumps(doc, indent=2))
-    print(f"wrote {out} ({doc['elapsed_s']:.0f} s)")
+    )
 
 
 if __name__ == "__main__":

@@ -31,17 +31,14 @@ import json
 import os
 import re
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
-import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench_gateway import KEY, MODES, REQ, Stop, _on_signal, body, cpu_plan, machine, run_client
+from bench_gateway import KEY, MODES, REQ, body, cpu_plan, measure_in_tmp, run_client, write_result
 from gateway import procs
 
 HERE = Path(__file__).resolve().parent
@@ -400,38 +397,19 @@ def main() -> None:
     a = ap.parse_args()
     if a.repeats < 1:
         ap.error("--repeats must be at least 1")
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    for sig in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, _on_signal)
-    info = machine()
-    t_start = time.time()
-    tmp = Path(tempfile.mkdtemp(prefix="skyfleet-bench-prov-"))
-    try:
-        res = measure(a, tmp)
-    except KeyboardInterrupt:
-        sys.exit("interrupted: every process started was stopped")
-    except Stop as e:
-        sys.exit(f"stopped by {e}: every process started was stopped")
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    info, t_start, res = measure_in_tmp(measure, a, "skyfleet-bench-prov-")
     summary = summarize(res)
     show(summary, res, a)
-    doc = {
-        "command": " ".join(
-            [".venv/bin/python", "benchmarks/bench_provider_overhead.py", *sys.argv[1:]]
-        ),
-        "machine": info,
-        "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t_start)),
-        "elapsed_s": time.time() - t_start,
-        "args": vars(a),
-        "target_ratio": TARGET_RATIO,
-        "summary": summary,
+    write_result(
+        Path(a.out),
+        "bench_provider_overhead.py",
+        info,
+        t_start,
+        a,
+        target_ratio=TARGET_RATIO,
+        summary=summary,
         **res,
-    }
-    out = Path(a.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(doc, indent=2))
-    print(f"wrote {out} ({doc['elapsed_s']:.0f} s)")
+    )
 
 
 if __name__ == "__main__":

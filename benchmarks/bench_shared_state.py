@@ -30,17 +30,15 @@ import asyncio
 import json
 import math
 import shutil
-import signal
 import sqlite3
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import redis
 
-from bench_gateway import Stop, _on_signal, machine, run_client
+from bench_gateway import measure_in_tmp, run_client, write_result
 from gateway import procs
 
 HERE = Path(__file__).resolve().parent
@@ -400,39 +398,12 @@ def main() -> None:
     ap.add_argument("--out", default=str(RESULTS))
     a = ap.parse_args()
     a.replicas = [int(x) for x in a.replicas.split(",")]
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    for sig in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, _on_signal)
-    info = machine()
-    t_start = time.time()
-    tmp = Path(tempfile.mkdtemp(prefix="skyfleet-bench-shared-"))
-    try:
-        res = measure(a, tmp)
-    except KeyboardInterrupt:
-        sys.exit("interrupted: every process started was stopped")
-    except Stop as e:
-        sys.exit(f"stopped by {e}: every process started was stopped")
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    info, t_start, res = measure_in_tmp(measure, a, "skyfleet-bench-shared-")
     rows = res["rows"]
     summary = summarize(rows, a)
     summary["exchange_cost"] = res["exchange_cost"]
     show(summary, a)
-    doc = {
-        "command": " ".join(
-            [".venv/bin/python", "benchmarks/bench_shared_state.py", *sys.argv[1:]]
-        ),
-        "machine": info,
-        "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t_start)),
-        "elapsed_s": time.time() - t_start,
-        "args": vars(a),
-        "summary": summary,
-        "rows": rows,
-    }
-    out = Path(a.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(doc, indent=2))
-    print(f"wrote {out} ({doc['elapsed_s']:.0f} s)")
+    write_result(Path(a.out), "bench_shared_state.py", info, t_start, a, summary=summary, rows=rows)
 
 
 if __name__ == "__main__":
